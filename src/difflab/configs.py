@@ -184,3 +184,12 @@ def load_json(cls: type[T], path: str | Path) -> T:
     if not isinstance(data, dict):
         raise UserError(f"config file {path} must hold a JSON object; got {type(data).__name__}")
     return from_dict(cls, data)
+
+
+def flatten_dict(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'train': {'lr': 1}} -> {'train.lr': 1}."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}.{k}" if prefix else k
+        out.update(flatten_dict(v, key) if isinstance(v, dict) else {key: v})
+    return out

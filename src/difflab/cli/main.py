@@ -1,2 +1,35 @@
-def main(argv=None):
-    return 0
+"""`difflab <command>`: parse, validate, call the library, print. No math here."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from difflab.errors import UserError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from difflab.cli import demo, info, sample, train
+
+    parser = argparse.ArgumentParser(prog="difflab", description="Train, sample, guide and evaluate pixel diffusion models.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module in (train, sample, info, demo):
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

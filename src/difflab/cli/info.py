@@ -1,0 +1,53 @@
+"""`difflab model`, `difflab config` and `difflab samplers`: what a name or file resolves to."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("model", help="print a network's architecture and parameter count", description="Architecture summary of a preset, config or run.")
+    p.add_argument("spec", metavar="NAME|PATH", help="network or run preset (e.g. digits, ddpm-cifar10, adm-imagenet64), JSON config, or run folder")
+    p.set_defaults(func=run_model)
+
+    p = sub.add_parser("config", help="print a fully resolved run config", description="Print the resolved run config as JSON, or document every key.")
+    p.add_argument("spec", metavar="NAME|PATH", nargs="?", default="digits", help="run preset (default digits), JSON file or run folder")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a key (repeatable)")
+    p.add_argument("--keys", action="store_true", help="list every config key with its type, value and meaning")
+    p.set_defaults(func=run_config)
+
+    p = sub.add_parser("samplers", help="list the samplers", description="Every registered sampler with its network evaluations per step.")
+    p.set_defaults(func=run_samplers)
+
+
+def run_model(args: argparse.Namespace) -> int:
+    from difflab.nets import summarize_unet
+    from difflab.train.presets import model_config
+
+    print(summarize_unet(model_config(args.spec)))
+    return 0
+
+
+def run_config(args: argparse.Namespace) -> int:
+    from difflab.configs import describe, flatten_dict, to_dict
+    from difflab.train.config import RunConfig
+    from difflab.train.presets import resolve_config
+
+    cfg = resolve_config(args.spec, args.overrides)
+    if not args.keys:
+        print(json.dumps(to_dict(cfg), indent=2))
+        return 0
+    flat = flatten_dict(to_dict(cfg))
+    for key, typ, doc in describe(RunConfig):
+        print(f"{key} = {json.dumps(flat[key])}  ({typ})\n    {doc}")
+    return 0
+
+
+def run_samplers(args: argparse.Namespace) -> int:
+    from difflab.samplers import SAMPLERS
+
+    print(f"{'name':<12} {'NFE/step':>8}  {'stochastic':<10}  summary")
+    for s in SAMPLERS.values():
+        print(f"{s.name:<12} {s.nfe_per_step:>8}  {str(s.stochastic).lower():<10}  {s.summary}")
+    return 0

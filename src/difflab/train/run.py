@@ -1,0 +1,135 @@
+"""Run folders: create (refusing to clobber), train, and load back a trained model as a Denoiser."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import torch
+
+from difflab.configs import from_dict, save_json, to_dict
+from difflab.data import load_dataset, save_image_grid
+from difflab.denoiser import ModelDenoiser
+from difflab.errors import UserError
+from difflab.nets import build_unet
+from difflab.process import build_process
+from difflab.train.checkpoint import list_checkpoints, load_checkpoint, unflatten
+from difflab.train.config import RunConfig
+from difflab.train.dist import init_distributed, local_rank_from_env, resolve_device, shutdown
+from difflab.train.plots import plot_metrics
+from difflab.train.task import DiffusionTask
+from difflab.train.trainer import RunPaths, Trainer
+
+RUN_FILES = ("config.json", "checkpoints", "metrics.jsonl", "samples", "plots")
+
+
+def prepare_run_dir(out: Path, resume: bool, force: bool) -> None:
+    """Refuse to write into a folder holding a run unless resuming it or told to replace it (--force)."""
+    if resume and force:
+        raise UserError("--resume and --force contradict each other: --resume continues the run, --force replaces it")
+    holds_run = out.exists() and any((out / f).exists() for f in RUN_FILES)
+    if resume:
+        if not (out / "config.json").exists():
+            raise UserError(f"--resume: {out} holds no run (no config.json); start it without --resume")
+        return
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; give a folder for the run")
+    if holds_run:
+        if not force:
+            raise UserError(f"{out} already holds a run: add --resume to continue it, --force to replace it, or choose another --out")
+        for f in RUN_FILES:
+            p = out / f
+            if p.is_dir():
+                shutil.rmtree(p)
+            elif p.exists():
+                p.unlink()
+
+
+def build_model(cfg: RunConfig, num_classes: int | None = None) -> torch.nn.Module:
+    """The network of a run; seeds torch's global RNG from train.seed first, so initialisation is reproducible."""
+    torch.manual_seed(cfg.train.seed)
+    return build_unet(cfg.model)
+
+
+def check_data_fits_model(cfg: RunConfig, x: torch.Tensor, num_classes: int | None) -> None:
+    m = cfg.model
+    if x.shape[1] != m.in_channels or x.shape[-1] != m.image_size:
+        raise UserError(
+            f"data are {x.shape[1]}x{x.shape[-2]}x{x.shape[-1]} but model expects {m.in_channels}x{m.image_size}x{m.image_size}: "
+            f"set model.in_channels/out_channels/image_size, or data.image_size / data.channels"
+        )
+    if m.num_classes is not None and num_classes is None:
+        raise UserError(f"model.num_classes is {m.num_classes} but the data have no labels: use labelled data or set model.num_classes=null")
+    if m.num_classes is not None and num_classes is not None and num_classes > m.num_classes:
+        raise UserError(f"the data have {num_classes} classes but model.num_classes is {m.num_classes}: set model.num_classes={num_classes}")
+
+
+def train_run(cfg: RunConfig, out: Path, *, resume: bool = False, force: bool = False, progress: bool = True,
+              stop_at: int | None = None) -> Path:
+    """Train a diffusion model described by `cfg` into the run folder `out`; returns `out`."""
+    device = resolve_device(cfg.train.device, local_rank_from_env())
+    dist = init_distributed(device)
+    try:
+        if dist.is_main:
+            prepare_run_dir(out, resume, force)
+        if resume:
+            saved = json.loads((out / "config.json").read_text())
+            # Training keys may change on resume (e.g. more steps); the model and the math may not.
+            for key in ("data", "model", "process", "denoiser", "loss"):
+                if saved.get(key) != to_dict(getattr(cfg, key)):
+                    raise UserError(f"--resume: the '{key}' section differs from the run's config.json; only train.* and sample.* may change on resume")
+        data = load_dataset(cfg.data)
+        check_data_fits_model(cfg, data.x, data.num_classes)
+        paths = RunPaths(out)
+        if dist.is_main:
+            out.mkdir(parents=True, exist_ok=True)
+            save_json(cfg, out / "config.json")
+        model = build_model(cfg)
+        task = DiffusionTask(cfg, model, build_process(cfg.process), device)
+        y = data.y if cfg.model.num_classes is not None else None
+        trainer = Trainer(model, task, data.x, y, cfg.train, paths, device, dist,
+                          run_meta={"config": to_dict(cfg)}, progress=progress,
+                          on_grid=lambda step, images: save_image_grid(images, paths.samples / f"step-{step}.png"))
+        if resume:
+            trainer.resume()
+        trainer.fit(stop_at=stop_at)
+        if dist.is_main and paths.metrics.exists():
+            plot_metrics(paths.metrics, paths.plots / "loss.png")
+        return out
+    finally:
+        shutdown(dist)
+
+
+@dataclasses.dataclass
+class LoadedRun:
+    cfg: RunConfig
+    model: torch.nn.Module
+    denoiser: ModelDenoiser
+    step: int
+    checkpoint: Path
+
+
+def find_checkpoint(spec: Path) -> tuple[Path, Path]:
+    """(run folder, checkpoint base path) for a run folder (newest checkpoint) or a checkpoint file."""
+    if spec.is_dir():
+        found = list_checkpoints(spec / "checkpoints")
+        if not found:
+            raise UserError(f"no checkpoint in {spec / 'checkpoints'}: train the run first (difflab train --out {spec})")
+        return spec, found[-1]
+    if spec.suffix in (".safetensors", ".json") and spec.exists():
+        return spec.parent.parent, spec.with_suffix("")
+    raise UserError(f"--run {spec} is neither a run folder nor a checkpoint file (step-N.safetensors)")
+
+
+def load_run(spec: str | Path, *, ema: bool = True, device: str | torch.device = "cpu") -> LoadedRun:
+    """Load a trained run's (EMA) weights as a Denoiser. Uses the config stored in the checkpoint."""
+    run_dir, ckpt = find_checkpoint(Path(spec))
+    tensors, meta = load_checkpoint(ckpt)
+    cfg = from_dict(RunConfig, meta["config"])
+    model = build_unet(cfg.model)
+    model.load_state_dict(unflatten("ema" if ema else "model", tensors))
+    model.to(device).eval()
+    den = ModelDenoiser(model, build_process(cfg.process), cfg.denoiser)
+    return LoadedRun(cfg=cfg, model=model, denoiser=den, step=int(meta["step"]), checkpoint=ckpt)

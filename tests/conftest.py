@@ -1,0 +1,23 @@
+import os
+
+import pytest
+import torch
+
+# Two workers share 2 cores under `make test`; more intra-op threads per worker only thrash.
+torch.set_num_threads(max(1, min(torch.get_num_threads(), 2 if os.environ.get("PYTEST_XDIST_WORKER") is None else 1)))
+
+
+def tiny_overrides(steps: int = 4) -> list[str]:
+    """--set items for a run that trains in about a second on the CPU."""
+    return [
+        f"train.steps={steps}", "train.batch_size=16", "train.log_every=1", "train.checkpoint_every=2",
+        "train.sample_every=0", "train.keep_last=0", "train.ema_rate=0.9",
+        "model.model_channels=16", "model.channel_mult=[1,2]", "model.num_res_blocks=1",
+        "model.attention_resolutions=[4]", "model.num_heads=2", "model.norm_groups=8",
+        "process.T=50", "sample.steps=5", "sample.grid_size=4",
+    ]
+
+
+@pytest.fixture
+def tiny():
+    return tiny_overrides

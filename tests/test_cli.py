@@ -1,0 +1,153 @@
+"""End-to-end CLI runs on tiny settings, and the one-line errors (exit 2, nothing overwritten) for bad input."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import tiny_overrides
+from difflab.cli.main import main
+
+
+def _sets(items):
+    out = []
+    for s in items:
+        out += ["--set", s]
+    return out
+
+
+def run_cli(args, capsys):
+    code = main([str(a) for a in args])
+    cap = capsys.readouterr()
+    return code, cap.out, cap.err
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "r"
+    assert main(["train", "--config", "digits", "--out", str(out), "--quiet", *_sets(tiny_overrides(steps=2))]) == 0
+    return out
+
+
+def test_train_writes_a_run(trained):
+    assert (trained / "config.json").exists()
+    assert json.loads((trained / "config.json").read_text())["train"]["steps"] == 2
+    rows = [json.loads(x) for x in (trained / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2]
+    assert {"loss", "lr", "grad_norm", "it_per_s"} <= rows[0].keys()
+
+
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim"])
+def test_sample_png_and_npz(trained, tmp_path, capsys, sampler):
+    code, out, _ = run_cli(["sample", "--run", trained, "--sampler", sampler, "--steps", 3, "--n", 5, "--out", tmp_path / "g.png"], capsys)
+    assert code == 0 and "NFE per image: 3" in out
+    assert (tmp_path / "g.png").stat().st_size > 0
+    code, _, _ = run_cli(["sample", "--run", trained, "--sampler", sampler, "--steps", 3, "--n", 5, "--out", tmp_path / "s.npz"], capsys)
+    arr = np.load(tmp_path / "s.npz")
+    assert code == 0 and arr["arr_0"].shape == (5, 8, 8, 1) and arr["arr_0"].dtype == np.uint8
+
+
+def test_sample_is_reproducible_by_seed(trained, tmp_path, capsys):
+    for name in ("a", "b"):
+        run_cli(["sample", "--run", trained, "--sampler", "ddpm", "--steps", 3, "--n", 4, "--seed", 7, "--out", tmp_path / f"{name}.npz"], capsys)
+    assert np.array_equal(np.load(tmp_path / "a.npz")["arr_0"], np.load(tmp_path / "b.npz")["arr_0"])
+
+
+def test_model_prints_parameter_count(capsys):
+    code, out, _ = run_cli(["model", "ddpm-cifar10"], capsys)
+    assert code == 0 and "parameters: 35,746,307" in out.replace("35746307", "35,746,307")
+
+
+def test_config_keys_are_all_documented(capsys):
+    code, out, _ = run_cli(["config", "digits", "--keys"], capsys)
+    assert code == 0
+    lines = out.splitlines()
+    keys = [ln.split(" = ")[0] for ln in lines if not ln.startswith(" ")]
+    docs = [ln.strip() for ln in lines if ln.startswith(" ")]
+    assert {"train.steps", "train.batch_size", "train.lr", "train.seed"} <= set(keys)
+    assert len(keys) == len(docs) and all(docs)
+    documented = Path(__file__).parent.parent / "docs" / "config.md"
+    text = documented.read_text()
+    missing = [k for k in keys if f"`{k}`" not in text]
+    assert not missing, f"docs/config.md lacks {missing}; regenerate it with `python -m difflab.cli.docs`"
+
+
+# ----- bad input: one line, exit 2, nothing overwritten ------------------------------------------------
+
+def _err_one_line(code, err):
+    assert code == 2
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    return lines[0]
+
+
+def test_unknown_config_key_lists_valid_ones(tmp_path, capsys):
+    code, _, err = run_cli(["train", "--out", tmp_path / "r", "--set", "train.stepz=3"], capsys)
+    line = _err_one_line(code, err)
+    assert "train.stepz" in line and "steps" in line and "batch_size" in line
+    assert not (tmp_path / "r").exists()
+
+
+def test_wrong_value_type(tmp_path, capsys):
+    code, _, err = run_cli(["train", "--out", tmp_path / "r", "--set", "train.steps=many"], capsys)
+    assert "train.steps" in _err_one_line(code, err) and "integer" in err
+
+
+def test_invalid_choice_lists_choices(tmp_path, capsys):
+    code, _, err = run_cli(["train", "--out", tmp_path / "r", "--set", "denoiser.parameterization=score"], capsys)
+    line = _err_one_line(code, err)
+    assert "'eps'" in line and "'v'" in line
+
+
+def test_existing_run_is_refused_and_kept(trained, capsys):
+    before = {p: p.stat().st_mtime_ns for p in trained.rglob("*") if p.is_file()}
+    code, _, err = run_cli(["train", "--out", trained, *_sets(tiny_overrides(steps=2))], capsys)
+    assert "--resume" in _err_one_line(code, err) and "--force" in err
+    after = {p: p.stat().st_mtime_ns for p in trained.rglob("*") if p.is_file()}
+    assert before == after
+
+
+def test_resume_without_a_run(tmp_path, capsys):
+    code, _, err = run_cli(["train", "--out", tmp_path / "none", "--resume"], capsys)
+    assert "no run" in _err_one_line(code, err) or "not" in err
+
+
+def test_sample_refuses_to_overwrite(trained, tmp_path, capsys):
+    target = tmp_path / "x.png"
+    target.write_bytes(b"keep me")
+    code, _, err = run_cli(["sample", "--run", trained, "--steps", 2, "--n", 2, "--out", target], capsys)
+    assert "--force" in _err_one_line(code, err)
+    assert target.read_bytes() == b"keep me"
+
+
+def test_sample_from_missing_run(tmp_path, capsys):
+    code, _, err = run_cli(["sample", "--run", tmp_path / "nope", "--out", tmp_path / "x.png"], capsys)
+    _err_one_line(code, err)
+
+
+def test_unknown_sampler(trained, tmp_path, capsys):
+    code, _, err = run_cli(["sample", "--run", trained, "--sampler", "magic", "--out", tmp_path / "x.png"], capsys)
+    assert "ddim" in _err_one_line(code, err)
+
+
+def test_corrupt_image_folder_via_cli(tmp_path, capsys):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    (folder / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    code, _, err = run_cli(["train", "--out", tmp_path / "r", "--set", f"data.name={folder}"], capsys)
+    assert "bad.png" in _err_one_line(code, err)
+
+
+def test_model_mismatch_with_data(tmp_path, capsys):
+    code, _, err = run_cli(["train", "--out", tmp_path / "r", "--set", "model.in_channels=3"], capsys)
+    assert "model.in_channels" in _err_one_line(code, err)
+
+
+def test_console_script_exit_code(tmp_path):
+    """Through a real process: exit status 2 and no traceback."""
+    proc = subprocess.run([sys.executable, "-m", "difflab.cli.main", "train", "--out", str(tmp_path / "r"), "--set", "nope=1"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and proc.stderr.startswith("error: ")
