@@ -130,3 +130,26 @@ def test_ddim_eta0_is_deterministic():
     d = ModelDenoiser(Scale(), p)
     xT = torch.randn(3, 1, 4, 4)
     assert torch.equal(ddim(d, xT, range(49, -1, -5)), ddim(d, xT, range(49, -1, -5)))
+
+
+@pytest.mark.parametrize("param", ["eps", "x0", "v"])
+def test_at_sigma_equals_the_integer_step_on_the_grid_and_interpolates_between(param):
+    """The continuous extension used by ode-rk45 and likelihoods agrees with the discrete denoiser on its grid."""
+    p = build_process(ProcessConfig(T=100))
+
+    class TimeNet(nn.Module):  # depends smoothly on x and on the time input
+        def forward(self, x, t, y=None):
+            return 0.2 * x * (1 + t.view(-1, 1, 1, 1) / 100) + 0.05
+
+    d = ModelDenoiser(TimeNet(), p, DenoiserConfig(parameterization=param, clip_x0=False))
+    x = torch.randn(3, 1, 4, 4, dtype=torch.float64)
+    for t in (0, 37, 99):
+        tt = torch.full((3,), t)
+        pred = d(x, tt)
+        x_hat = x / p.a(tt).reshape(-1, 1, 1, 1)
+        x0, eps = d.at_sigma(x_hat, p.sigma(tt)[0])
+        assert torch.allclose(x0, pred.x0, atol=1e-6) and torch.allclose(eps, pred.eps, atol=1e-6)
+    # between grid points the network's time input is interpolated
+    sig = (p.sigma(torch.tensor([40])) * p.sigma(torch.tensor([41]))).sqrt()
+    assert 40 < p.fractional_t(sig).item() < 41
+    assert p.a_of_sigma(p.sigma(torch.tensor([40]))).item() == pytest.approx(p.a(torch.tensor([40])).item())

@@ -62,23 +62,59 @@ class ModelDenoiser:
         return complete_prediction(self.process, x, t, s, x0, eps, self.log_var(var_out, x, t, s))
 
     def x0_eps(self, x: Tensor, t: Tensor, out: Tensor) -> tuple[Tensor, Tensor]:
-        """(x0, eps) from the network's prediction channels, with optional clipping of x0."""
-        p, kind = self.process, self.cfg.parameterization
-        if kind == "eps":
-            eps = out
-            x0 = p.x0_from_eps(x, t, eps)
-        elif kind == "x0":
-            x0 = out
-            eps = p.eps_from_x0(x, t, x0)
-        elif kind == "v":
-            x0, eps = p.x0_eps_from_v(x, t, out)
-        else:  # mu: the network's output is the mean of the step t -> t-1
+        """(x0, eps) from the network's prediction channels at integer t, with optional clipping of x0."""
+        p = self.process
+        if self.cfg.parameterization == "mu":  # the output is the mean of the step t -> t-1
             x0 = p.x0_from_mean(x, t, out)
             eps = p.eps_from_x0(x, t, x0)
+            if self.clip_x0:
+                x0 = x0.clamp(-1, 1)
+                eps = p.eps_from_x0(x, t, x0)
+            return x0, eps
+        return self._x0_eps_hat(x / bcast(p.a(t), x), bcast(p.sigma(t), x), out)
+
+    def _x0_eps_hat(self, x_hat: Tensor, sigma: Tensor, out: Tensor) -> tuple[Tensor, Tensor]:
+        """(x0, eps) in the coordinates x_hat = x_t / a_t = x0 + sigma eps, for the eps, x0 and v parameterisations."""
+        kind = self.cfg.parameterization
+        if kind == "eps":
+            eps = out
+            x0 = x_hat - sigma * eps
+        elif kind == "x0":
+            x0 = out
+            eps = (x_hat - x0) / sigma
+        else:  # v = cos(phi) eps - sin(phi) x0 with cos = 1/sqrt(1+sigma^2), sin = sigma/sqrt(1+sigma^2) (Salimans & Ho 2022)
+            norm = (1 + sigma**2).sqrt()
+            c, s = 1 / norm, sigma / norm
+            z = x_hat / norm  # = cos x0 + sin eps
+            x0, eps = c * z - s * out, s * z + c * out
         if self.clip_x0:
             x0 = x0.clamp(-1, 1)
-            eps = p.eps_from_x0(x, t, x0)
+            eps = (x_hat - x0) / sigma
         return x0, eps
+
+    def at_sigma(self, x_hat: Tensor, sigma: float | Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """(x0, eps) at a continuous noise level sigma, for the adaptive ODE solver and likelihoods.
+
+        The network is evaluated at the fractional timestep whose log sigma interpolates the process table
+        (its time input interpolates `timestep_map` likewise), on x_t = a(sigma) x_hat: a continuous
+        extension of a discretely trained network that is exact on the grid (cf. Karras et al. 2022, App. C).
+        Differentiable in x_hat (the ODE likelihood takes div eps); samplers call it under torch.no_grad.
+        """
+        if self.cfg.parameterization == "mu":
+            raise UserError("a 'mu'-parameterised model is tied to its discrete steps; use a fixed-step sampler, not ode-rk45")
+        p = self.process
+        b = x_hat.shape[0]
+        sig = torch.as_tensor(sigma, dtype=torch.float64).reshape(-1).expand(b)
+        t_frac = p.fractional_t(sig)
+        lo = t_frac.floor().long().clamp(0, p.T - 1)
+        hi = (lo + 1).clamp(max=p.T - 1)
+        w = (t_frac - lo.double()).float()
+        model_t = (1 - w) * p.model_time(lo) + w * p.model_time(hi)
+        x = x_hat * bcast(p.a_of_sigma(sig), x_hat)
+        out = self.net(x, model_t.to(x.device), y)
+        if self.cfg.learn_sigma:
+            out = out[:, : x.shape[1]]
+        return self._x0_eps_hat(x_hat, bcast(sig, x_hat), out)
 
     def log_var(self, var_out: Tensor | None, x: Tensor, t: Tensor, s: Tensor) -> Tensor:
         """log Sigma_theta for the step t -> s."""

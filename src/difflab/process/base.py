@@ -54,6 +54,19 @@ class NoiseProcess:
         """The time input of the network for index t (float32)."""
         return self.timestep_map[torch.as_tensor(t).long().cpu()].float()
 
+    def fractional_t(self, sigma: Tensor) -> Tensor:
+        """The fractional index whose log sigma interpolates the table linearly (float64), clamped to [0, T-1]."""
+        log_tab = self._sigma[1:].log()
+        log_s = torch.as_tensor(sigma, dtype=torch.float64).log().clamp(log_tab[0], log_tab[-1])
+        hi = torch.searchsorted(log_tab, log_s).clamp(1, self.T - 1)
+        lo = hi - 1
+        w = (log_s - log_tab[lo]) / (log_tab[hi] - log_tab[lo])
+        return lo.double() + w
+
+    def a_of_sigma(self, sigma: Tensor) -> Tensor:
+        """The signal scale that goes with noise level sigma in this family of processes (float64)."""
+        raise NotImplementedError
+
     # ----- forward process ------------------------------------------------------------------------
     def q_sample(self, x0: Tensor, t: Tensor, eps: Tensor) -> Tensor:
         """Sample q(x_t | x_0) = N(a_t x_0, a_t^2 sigma_t^2 I) by reparameterisation (Ho et al. 2020, Eq. 4)."""
