@@ -45,9 +45,12 @@ def run_config(args: argparse.Namespace) -> int:
 
 
 def run_samplers(args: argparse.Namespace) -> int:
-    from difflab.samplers import SAMPLERS
+    from difflab.samplers import SAMPLERS, count_nfe
 
-    print(f"{'name':<12} {'NFE/step':>8}  {'stochastic':<10}  summary")
+    print(f"{'name':<10} {'NFE/step':>8} {'stochastic':>10} {'steps':>6} {'spacing':<12} {'NFE':>5}  summary")
     for s in SAMPLERS.values():
-        print(f"{s.name:<12} {s.nfe_per_step:>8}  {str(s.stochastic).lower():<10}  {s.summary}")
+        nfe = count_nfe(s, s.recommended_steps, **dict(s.recommended_options))
+        print(f"{s.name:<10} {s.nfe_per_step:>8} {str(s.stochastic).lower():>10} {s.recommended_steps:>6} "
+              f"{s.recommended_spacing:<12} {'adapt' if nfe is None else nfe:>5}  {s.summary}")
+    print("\nsteps, spacing and NFE: the recommended settings, checked on the Gaussian-mixture oracle (docs/samplers.md)")
     return 0
