@@ -151,3 +151,33 @@ def test_console_script_exit_code(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "difflab.cli.main", "train", "--out", str(tmp_path / "r"), "--set", "nope=1"],
                           capture_output=True, text=True)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and proc.stderr.startswith("error: ")
+
+
+def test_ncsn_preset_trains_and_samples_with_langevin_and_pc(tmp_path, capsys):
+    """The score view end to end: VE process, DSM objective, annealed Langevin and predictor-corrector sampling."""
+    run = tmp_path / "ncsn"
+    sets = [s for s in tiny_overrides(steps=2) if not s.startswith(("process.", "sample."))] + ["process.T=20", "sample.steps=3"]
+    assert main(["train", "--config", "digits-ncsn", "--out", str(run), "--quiet", *_sets(sets)]) == 0
+    for sampler in ("langevin", "pc"):
+        code, out, err = run_cli(["sample", "--run", run, "--sampler", sampler, "--steps", 3, "--spacing", "linspace", "--n", 4,
+                                  "--out", tmp_path / f"{sampler}.npz"], capsys)
+        assert code == 0, err
+        assert np.load(tmp_path / f"{sampler}.npz")["arr_0"].shape == (4, 8, 8, 1)
+
+
+def test_interpolate_seeds_and_inverted_images(trained, tmp_path, capsys):
+    code, out, err = run_cli(["interpolate", "--run", trained, "--seeds", 1, 2, "--frames", 4, "--steps", 3, "--out", tmp_path / "s.png"], capsys)
+    assert code == 0, err
+    assert (tmp_path / "s.png").stat().st_size > 0
+    code, out, err = run_cli(["interpolate", "--run", trained, "--data", "digits:test", "--index", 0, 3, "--frames", 3, "--steps", 3,
+                              "--class", 1, "--out", tmp_path / "d.png"], capsys)
+    assert code == 0, err
+    code, _, err = run_cli(["interpolate", "--run", trained, "--seeds", 1, 2, "--frames", 1, "--out", tmp_path / "x.png"], capsys)
+    assert "--frames" in _err_one_line(code, err)
+
+
+def test_samplers_command_lists_every_sampler(capsys):
+    from difflab.samplers import SAMPLERS
+
+    code, out, _ = run_cli(["samplers"], capsys)
+    assert code == 0 and all(name in out for name in SAMPLERS)

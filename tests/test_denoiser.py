@@ -152,4 +152,23 @@ def test_at_sigma_equals_the_integer_step_on_the_grid_and_interpolates_between(p
     # between grid points the network's time input is interpolated
     sig = (p.sigma(torch.tensor([40])) * p.sigma(torch.tensor([41]))).sqrt()
     assert 40 < p.fractional_t(sig).item() < 41
-    assert p.a_of_sigma(p.sigma(torch.tensor([40]))).item() == pytest.approx(p.a(torch.tensor([40])).item())
+
+
+def test_ve_network_input_is_normalised():
+    """For VE the net sees x_t / sqrt(1 + sigma^2) (unit variance), for VP x_t itself."""
+    from difflab.process import VEProcess, geometric_sigmas
+
+    seen = {}
+
+    class Spy(nn.Module):
+        def forward(self, x, t, y=None):
+            seen["x"] = x
+            return torch.zeros_like(x)
+
+    p = VEProcess(geometric_sigmas(10, 0.01, 50.0))
+    x = torch.full((2, 1, 2, 2), 50.0)
+    ModelDenoiser(Spy(), p)(x, torch.tensor([9, 9]))
+    assert torch.allclose(seen["x"], x / math.sqrt(1 + 50.0**2))
+    vp = build_process(ProcessConfig(T=10))
+    ModelDenoiser(Spy(), vp)(x, torch.tensor([9, 9]))
+    assert torch.equal(seen["x"], x)

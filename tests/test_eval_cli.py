@@ -236,9 +236,9 @@ def test_unknown_feature_source(capsys, cache):
     assert "resnet" in line and "inception" in line and "digits" in line and "classifier:RUN" in line
 
 
-def test_classifier_source_is_not_available_yet(capsys, cache, run_dir):
+def test_classifier_source_refuses_a_diffusion_run(capsys, cache, run_dir):
     code, _, err = cli(["eval", "--samples", "digits:test", "--ref", "digits:train", "--features", f"classifier:{run_dir}"], capsys)
-    assert "not available yet" in one_line_error(code, err)
+    assert "not a classifier run" in one_line_error(code, err)
 
 
 def test_metric_the_features_cannot_give(capsys, cache):
@@ -280,6 +280,7 @@ def test_nll_vlb_on_a_tiny_run(tmp_path, capsys, run_dir):
     assert res["n"] == 2 and res["T"] == 50 and len(res["vb_per_t"]) == 50 and "bits/dim" in stdout
 
 
-def test_nll_ode_is_not_available_yet(capsys, run_dir):
-    code, _, err = cli(["nll", "--run", run_dir, "--method", "ode"], capsys)
-    assert "not available yet" in one_line_error(code, err)
+def test_nll_unknown_method_lists_the_valid_ones(capsys, run_dir):
+    # --method ode is tested in tests/test_ode_likelihood.py
+    code, _, err = cli(["nll", "--run", run_dir, "--method", "bound"], capsys)
+    assert "valid: vlb, ode" in one_line_error(code, err)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import types
-import typing
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
@@ -122,37 +121,47 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return json.loads(json.dumps(dataclasses.asdict(cfg)))
 
 
-def replace_key(cfg: T, dotted: str, raw: str) -> T:
-    """Return a copy of `cfg` with `dotted` (e.g. 'train.lr') set from the string `raw`.
+def apply_overrides(cfg: T, items: "list[str] | tuple[str, ...]") -> T:
+    """A copy of `cfg` with every 'key=value' item (e.g. 'train.lr=1e-4') set, validated once at the end.
 
-    `raw` is parsed as JSON when it can be (numbers, true/false, lists, null), else taken as a string.
+    Values are parsed as JSON when they can be (numbers, true/false, null, lists); a string-typed key
+    keeps the raw text (so a data name like '2024' stays a string). Setting all keys before validating
+    lets interdependent keys (widths and heads, channels and a condition) change together in any order.
     """
-    parts = dotted.split(".")
-    try:
-        value: Any = json.loads(raw)
-    except json.JSONDecodeError:
-        value = raw
+    if not items:
+        return cfg
+    types_ = {key: typ for key, typ, _ in describe(type(cfg))}
     data = to_dict(cfg)
-    node = data
-    for i, part in enumerate(parts[:-1]):
-        if not isinstance(node, dict) or part not in node or not isinstance(node[part], dict):
-            valid = ", ".join(sorted(node)) if isinstance(node, dict) else ""
-            raise UserError(f"unknown config key '{'.'.join(parts[: i + 1])}'; valid keys: {valid}")
-        node = node[part]
-    if parts[-1] not in node:
-        raise UserError(f"unknown config key '{dotted}'; valid keys{' under ' + repr('.'.join(parts[:-1])) if len(parts) > 1 else ''}: {', '.join(sorted(node))}")
-    # Strings that look like numbers stay strings when the field is a string (e.g. data names).
-    node[parts[-1]] = value
-    try:
-        return from_dict(type(cfg), data)
-    except UserError as e:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            node[parts[-1]] = raw
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key, raw = key.strip(), raw.strip()
+        if not sep or not key:
+            raise UserError(f"--set expects key=value (e.g. train.steps=100); got '{item}'")
+        parts = key.split(".")
+        node = data
+        for n, part in enumerate(parts):
+            if not isinstance(node, dict) or part not in node:
+                where = ".".join(parts[:n])
+                valid = ", ".join(sorted(node)) if isinstance(node, dict) else ""
+                raise UserError(f"unknown config key '{key}'; valid keys{' under ' + repr(where) if where else ''}: {valid}")
+            if n < len(parts) - 1:
+                node = node[part]
+        if isinstance(node[parts[-1]], dict):
+            raise UserError(f"config key '{key}' is a section; set one of its keys: {', '.join(sorted(node[parts[-1]]))}")
+        if types_.get(key) == "str":
+            value: Any = raw
+        else:
             try:
-                return from_dict(type(cfg), data)
-            except UserError:
-                pass
-        raise e
+                value = json.loads(raw)
+            except json.JSONDecodeError:
+                value = raw
+        node[parts[-1]] = value
+    return from_dict(type(cfg), data)
+
+
+def replace_key(cfg: T, dotted: str, raw: str) -> T:
+    """One override; prefer `apply_overrides`, which validates interdependent keys together."""
+    return apply_overrides(cfg, [f"{dotted}={raw}"])
 
 
 def describe(cls: type, prefix: str = "") -> list[tuple[str, str, str]]:

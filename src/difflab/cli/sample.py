@@ -1,4 +1,4 @@
-"""`difflab sample`: draw images from a trained run with any registered sampler; write a PNG grid or an .npz."""
+"""`difflab sample`: draw images from a trained run with any registered sampler, optionally guided; write a PNG grid or an .npz."""
 
 from __future__ import annotations
 
@@ -16,7 +16,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n", type=int, default=64, help="number of images")
     p.add_argument("--batch-size", type=int, default=256, help="images per network batch")
     p.add_argument("--seed", type=int, default=0, help="seed of the initial noise and of stochastic samplers")
-    p.add_argument("--class", dest="label", type=int, default=None, help="class label for a class-conditional model (default: cycle through classes)")
+    p.add_argument("--class", dest="label", type=int, default=None, help="class label for a class-conditional model or for guidance (default: cycle through classes)")
+    p.add_argument("--guidance", choices=("none", "classifier", "cfg"), default="none",
+                   help="'classifier': ADM classifier guidance with --classifier (Dhariwal & Nichol 2021); 'cfg': classifier-free guidance "
+                        "of a model trained with label dropout (Ho & Salimans 2022); see docs/guidance.md for which samplers take which")
+    p.add_argument("--scale", type=float, default=None, help="guidance scale: s of classifier guidance, w of cfg (eps = (1+w) eps_cond - w eps_null); default 1")
+    p.add_argument("--classifier", type=Path, default=None, help="noise-aware classifier run folder (from `difflab classifier train`), for --guidance classifier")
+    p.add_argument("--base", choices=("auto", "cond", "uncond"), default="auto",
+                   help="classifier guidance of the conditional prediction ('cond') or the unconditional one ('uncond': an unconditional "
+                        "model, or the null label of a model trained with label dropout); 'auto': cond when the model is class-conditional")
     p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA weights")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--out", required=True, type=Path, help=".png writes a grid; .npz writes uint8 NHWC images as arr_0 (labels as arr_1)")
@@ -33,9 +41,11 @@ def run(args: argparse.Namespace) -> int:
     if args.out.exists() and not args.force:
         raise UserError(f"{args.out} exists; choose another --out or add --force to overwrite it")
     req = SampleRequest(run=args.run, sampler=args.sampler, steps=args.steps, spacing=args.spacing, eta=args.eta, n=args.n,
-                        batch_size=args.batch_size, seed=args.seed, label=args.label, ema=not args.no_ema, device=args.device)
+                        batch_size=args.batch_size, seed=args.seed, label=args.label, ema=not args.no_ema, device=args.device,
+                        guidance=args.guidance, scale=args.scale, classifier=args.classifier, base=args.base)
     result = generate(req, progress=True)
     write_samples(args.out, result.images, result.labels)
-    print(f"sampler: {result.sampler}  steps: {result.steps}  NFE per image: {result.nfe}  time: {result.seconds:.1f}s")
+    guided = f"  guidance: {result.guidance} scale {result.scale:g}" if result.guidance != "none" else ""
+    print(f"sampler: {result.sampler}  steps: {result.steps}  NFE per image: {result.nfe}{guided}  time: {result.seconds:.1f}s")
     print(f"wrote {args.n} samples to {args.out}")
     return 0

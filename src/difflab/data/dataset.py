@@ -65,6 +65,10 @@ def _source(cfg: DataConfig) -> tuple[np.ndarray, np.ndarray | None, int | None,
         images, labels = digits_arrays(cfg.split)
         opts = dict(channels=cfg.channels, image_size=cfg.image_size, crop=cfg.crop, filter=cfg.resize_filter)
         return shape_images(images, **opts), labels, len(DIGITS_CLASS_NAMES), DIGITS_CLASS_NAMES
+    if cfg.name == "digits-color":  # synthetic: digits tinted per image (data/tinted.py)
+        from difflab.data.tinted import tinted_source
+
+        return tinted_source(cfg)
     path = Path(cfg.name).expanduser()
     if not path.exists():
         hint = " (the built-in data set is spelled 'digits')" if cfg.name.strip().lower() == "digits" else ""

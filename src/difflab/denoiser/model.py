@@ -46,7 +46,11 @@ class ModelDenoiser:
 
     def raw(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         """Network output split into (prediction, variance output or None)."""
-        out = self.net(x, self.process.model_time(t).to(x.device), y)
+        p = self.process
+        # Unit-variance network input x_t / (a_t sqrt(1 + sigma_t^2)) (EDM's c_in): the identity for VP, and for VE it
+        # keeps inputs of scale sigma_max from swamping the network (NCSN-style nets otherwise see |x| ~ 50).
+        x_in = x if p.kind == "vp" else x / bcast(p.a(t) * (1 + p.sigma(t) ** 2).sqrt(), x)
+        out = self.net(x_in, p.model_time(t).to(x.device), y)
         if self.cfg.learn_sigma:
             c = x.shape[1]
             if out.shape[1] != 2 * c:
@@ -110,7 +114,7 @@ class ModelDenoiser:
         hi = (lo + 1).clamp(max=p.T - 1)
         w = (t_frac - lo.double()).float()
         model_t = (1 - w) * p.model_time(lo) + w * p.model_time(hi)
-        x = x_hat * bcast(p.a_of_sigma(sig), x_hat)
+        x = x_hat / bcast((1 + sig**2).sqrt(), x_hat)  # = a(sigma) x_hat for VP, the normalised input for VE (see `raw`)
         out = self.net(x, model_t.to(x.device), y)
         if self.cfg.learn_sigma:
             out = out[:, : x.shape[1]]

@@ -11,9 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+import torch
+
 from difflab.errors import UserError
 from difflab.eval.inception import POOL_DIM, SPATIAL_DIM, InceptionConfig, InceptionV3
 from difflab.eval.metrics import FeatureExtractor
+from difflab.process import build_process
 
 FEATURE_SOURCES = ("inception", "digits", "classifier:RUN")
 
@@ -62,7 +66,7 @@ class _Inception:
 def source_keys(spec: str | FeatureSource) -> tuple[str, ...] | None:
     """The feature keys a source gives, known without loading its network (None when only the network knows)."""
     source = spec if isinstance(spec, FeatureSource) else parse_feature_source(spec)
-    return {"inception": InceptionV3.keys, "digits": ("pool", "logits")}.get(source.kind)
+    return {"inception": InceptionV3.keys, "digits": ("pool", "logits"), "classifier": ("pool", "logits")}.get(source.kind)
 
 
 def build_extractor(spec: str | FeatureSource, *, cache_dir: str | Path | None = None,
@@ -81,6 +85,39 @@ def build_extractor(spec: str | FeatureSource, *, cache_dir: str | Path | None =
 
 
 def classifier_extractor(run: str) -> FeatureExtractor:
-    """Features and logits of a trained classifier run (the noise-aware classifier, evaluated at t = 0)."""
-    raise UserError(f"feature source 'classifier:{run}' is not available yet: classifier runs are not implemented; "
-                    "use --features digits (8x8 digits) or --features inception")
+    """Features and logits of a trained classifier run (`difflab classifier train`), evaluated on clean images (t = 0)."""
+    from difflab.train.classifier import load_classifier
+
+    return ClassifierFeatures(run, load_classifier(run))
+
+
+class ClassifierFeatures:
+    """FeatureExtractor of a classifier run: {"pool": last-level features (N, C), "logits": (N, num_classes)}."""
+
+    keys = ("pool", "logits")
+
+    def __init__(self, run: str, loaded):
+        self.name = f"classifier:{run}"
+        self.net = loaded.net.eval()
+        c = loaded.cfg.model
+        self.shape = (c.in_channels, c.image_size, c.image_size)
+        self.t0 = build_process(loaded.cfg.process).model_time(torch.zeros(1, dtype=torch.long))
+        self.dims = {"pool": self.net.out[0].num_channels, "logits": c.num_classes}
+        self.info = {"run": run, "step": loaded.step, "checkpoint": str(loaded.checkpoint)}
+
+    def check_shape(self, shape: tuple[int, ...], name: str = "images") -> None:
+        if len(shape) != 4 or tuple(shape[1:]) != self.shape:
+            raise UserError(f"the classifier of {self.info['run']} takes {'x'.join(map(str, self.shape))} images (CxHxW); "
+                            f"the {name} are {tuple(shape)[1:]}")
+
+    @torch.no_grad()
+    def extract(self, images, batch_size: int = 256) -> dict[str, np.ndarray]:
+        self.check_shape(tuple(images.shape))
+        x = torch.as_tensor(np.asarray(images) if not isinstance(images, torch.Tensor) else images).float()
+        pools, logits = [], []
+        for lo in range(0, len(x), batch_size):
+            xb = x[lo:lo + batch_size].clamp(-1, 1)
+            f, lg = self.net.features(xb, self.t0.expand(len(xb)))
+            pools.append(f.numpy())
+            logits.append(lg.numpy())
+        return {"pool": np.concatenate(pools), "logits": np.concatenate(logits)}

@@ -38,7 +38,7 @@ def _adm(image_size: int, **overrides) -> UNetConfig:
 
 UNET_PRESETS: Mapping[str, UNetConfig] = MappingProxyType(
     {
-        # Tiny net for 8x8 digits (sklearn's): 1.5M parameters, ~10 GFLOP per batch-128 train step (~50 ms on 2 CPU cores).
+        # Tiny net for 8x8 digits (sklearn's): 1.5M parameters, ~10 GFLOP per batch-128 train step (~0.1 s of one CPU core).
         "digits": UNetConfig(
             image_size=8,
             in_channels=1,

@@ -63,10 +63,6 @@ class NoiseProcess:
         w = (log_s - log_tab[lo]) / (log_tab[hi] - log_tab[lo])
         return lo.double() + w
 
-    def a_of_sigma(self, sigma: Tensor) -> Tensor:
-        """The signal scale that goes with noise level sigma in this family of processes (float64)."""
-        raise NotImplementedError
-
     # ----- forward process ------------------------------------------------------------------------
     def q_sample(self, x0: Tensor, t: Tensor, eps: Tensor) -> Tensor:
         """Sample q(x_t | x_0) = N(a_t x_0, a_t^2 sigma_t^2 I) by reparameterisation (Ho et al. 2020, Eq. 4)."""

@@ -29,10 +29,6 @@ class VPProcess(NoiseProcess):
         self.beta_tilde = (1 - self.alpha_bar_prev) / (1 - self.alpha_bar) * betas
         super().__init__(self.alpha_bar.sqrt(), ((1 - self.alpha_bar) / self.alpha_bar).sqrt(), timestep_map)
 
-    def a_of_sigma(self, sigma: Tensor) -> Tensor:
-        """a = sqrt(alpha_bar) = 1 / sqrt(1 + sigma^2) for the variance-preserving family."""
-        return 1.0 / (1.0 + torch.as_tensor(sigma, dtype=torch.float64) ** 2).sqrt()
-
     def _respaced(self, a: Tensor, sigma: Tensor, timestep_map: Tensor) -> "VPProcess":
         # beta of the respaced chain: 1 - alpha_bar_t / alpha_bar_s between kept steps (improved DDPM Sec. 4).
         alpha_bar = a**2
@@ -51,10 +47,6 @@ class VEProcess(NoiseProcess):
             raise ValueError("sigmas must be a positive, strictly increasing 1-D tensor")
         self.sigmas = sigmas
         super().__init__(torch.ones_like(sigmas), sigmas, timestep_map)
-
-    def a_of_sigma(self, sigma: Tensor) -> Tensor:
-        """a = 1: variance-exploding processes never scale the signal."""
-        return torch.ones_like(torch.as_tensor(sigma, dtype=torch.float64))
 
     def _respaced(self, a: Tensor, sigma: Tensor, timestep_map: Tensor) -> "VEProcess":
         return VEProcess(sigma, timestep_map)

@@ -10,11 +10,11 @@ from difflab.samplers.pc import pc
 from difflab.samplers.registry import SAMPLERS, SamplerSpec, count_nfe, get_sampler, sampler_table
 from difflab.samplers.rk45 import ode_rk45, solve_ivp_rk45
 from difflab.samplers.sigma import prior_sample
-from difflab.samplers.steps import SPACINGS, karras_sigmas, select_steps, timesteps
+from difflab.samplers.steps import SPACINGS, karras_sigmas, plan_steps, select_steps, timesteps
 from difflab.samplers.unipc import unipc
 
 __all__ = [
     "SAMPLERS", "SPACINGS", "SamplerSpec", "count_nfe", "ddim", "ddim_step", "ddpm", "dpmpp_2m", "dpmpp_2s", "dpmpp_3m",
     "euler", "get_sampler", "heun", "invert", "karras_sigmas", "langevin", "ode_rk45", "pc", "prior_sample",
-    "reconstruct", "sampler_table", "select_steps", "slerp", "solve_ivp_rk45", "timesteps", "unipc",
+    "plan_steps", "reconstruct", "sampler_table", "select_steps", "slerp", "solve_ivp_rk45", "timesteps", "unipc",
 ]

@@ -94,3 +94,14 @@ def select_steps(process, n: int, spacing: Spacing = "leading", rho: float = 7.0
 
     sigmas = process.sigma(torch.arange(process.T)).numpy()
     return timesteps(process.T, n, spacing, sigmas=sigmas, rho=rho, sigma_jump=sigma_jump)
+
+
+def plan_steps(process, n: int, spacing: str) -> list[int]:
+    """`select_steps` for user input: a bad step count or spacing is a one-line UserError naming the valid values."""
+    from difflab.errors import UserError
+
+    if spacing not in SPACINGS:
+        raise UserError(f"unknown spacing '{spacing}'; valid: {', '.join(SPACINGS)}")
+    if not 1 <= n <= process.T:
+        raise UserError(f"the number of sampling steps must be between 1 and T={process.T}; got {n}")
+    return select_steps(process, n, spacing)

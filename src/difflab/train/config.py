@@ -13,6 +13,7 @@ from difflab.losses import LossConfig
 from difflab.nets import UNetConfig
 from difflab.process import ProcessConfig
 from difflab.samplers import SAMPLERS, SPACINGS
+from difflab.tasks.conditioning import ConditionConfig
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class TrainConfig:
     checkpoint_every: int = field(1000, help="write a checkpoint every this many steps (and always at the end)")
     keep_last: int = field(3, help="keep only the newest this many checkpoints; 0 keeps all")
     sample_every: int = field(1000, help="write a sample grid to samples/ every this many steps (0: only at the end)")
+    label_dropout: float = field(0.0, help="probability of replacing a label by the null label (index model.num_classes) in each training example, so one model also predicts unconditionally, for classifier-free guidance (Ho & Salimans 2022: 0.1-0.2); needs model.class_dropout_null")
 
     def __post_init__(self):
         for key in ("steps", "batch_size", "grad_accum", "log_every", "checkpoint_every"):
@@ -48,6 +50,8 @@ class TrainConfig:
             raise UserError(f"train.lr must be positive; got {self.lr}")
         if not 0 <= self.ema_rate < 1:
             raise UserError(f"train.ema_rate must be in [0, 1); got {self.ema_rate}")
+        if not 0 <= self.label_dropout < 1:
+            raise UserError(f"train.label_dropout must be in [0, 1); got {self.label_dropout}")
         if self.batch_size % self.grad_accum:
             raise UserError(f"train.batch_size ({self.batch_size}) must be divisible by train.grad_accum ({self.grad_accum})")
 
@@ -78,8 +82,33 @@ class RunConfig:
     loss: LossConfig = field(default_factory=LossConfig, help="training objective")
     train: TrainConfig = field(default_factory=TrainConfig, help="optimisation")
     sample: SampleConfig = field(default_factory=SampleConfig, help="sampling defaults")
+    condition: ConditionConfig = field(default_factory=ConditionConfig, help="image conditioning for restoration models (docs/restoration.md)")
 
     def __post_init__(self):
         if self.denoiser.learn_sigma != self.model.learn_sigma:
             want = "true" if self.denoiser.learn_sigma else "false"
             raise UserError(f"denoiser.var_type '{self.denoiser.var_type}' needs model.learn_sigma={want}; set --set model.learn_sigma={want}")
+        if self.sample.steps > self.process.T:
+            raise UserError(f"sample.steps ({self.sample.steps}) cannot exceed process.T ({self.process.T}); lower sample.steps")
+        if self.train.label_dropout > 0 and not self.model.class_dropout_null:
+            raise UserError(f"train.label_dropout={self.train.label_dropout} needs a null label: set model.num_classes and model.class_dropout_null=true")
+        self._check_condition()
+
+    def _check_condition(self) -> None:
+        """An image-conditional model takes [x_t, y]: model.in_channels = out_channels (the data's) + the condition's channels."""
+        c, m = self.condition, self.model
+        if c.kind == "none":
+            return
+        if c.kind == "colorize" and m.out_channels != 3:
+            raise UserError(f"condition.kind 'colorize' needs colour data: set model.out_channels=3 (and data.name=digits-color); it is {m.out_channels}")
+        want = m.out_channels + c.channels(m.out_channels)
+        if m.in_channels != want:
+            raise UserError(f"condition.kind '{c.kind}' feeds {c.channels(m.out_channels)} condition channel(s) beside the {m.out_channels} of x_t: "
+                            f"model.in_channels must be {want}, not {m.in_channels} (set model.in_channels before condition.*, each --set is checked in turn)")
+        if c.kind == "sr" and m.image_size % c.factor:
+            raise UserError(f"condition.factor {c.factor} must divide model.image_size {m.image_size}")
+
+    @property
+    def data_channels(self) -> int:
+        """Channels of the images the model generates: model.in_channels, less the condition's for an image-conditional model."""
+        return self.model.in_channels if self.condition.kind == "none" else self.model.out_channels

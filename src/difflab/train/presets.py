@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from difflab.configs import from_dict, load_json, replace_key
+from difflab.configs import apply_overrides, from_dict, load_json
 from difflab.data import DataConfig
 from difflab.errors import UserError
 from difflab.nets import UNET_PRESETS, unet_preset
@@ -25,7 +25,67 @@ def _digits() -> RunConfig:
     )
 
 
-RUN_PRESETS = {"digits": _digits}
+def _digits_cond() -> RunConfig:
+    """`digits` with label dropout 0.1 (Ho & Salimans 2022): one class-conditional model that also predicts
+    unconditionally through the null label, for classifier-free guidance and for classifier guidance of the
+    unconditional prediction."""
+    base = _digits()
+    return dataclasses.replace(base, train=dataclasses.replace(base.train, label_dropout=0.1))
+
+
+RUN_PRESETS = {"digits": _digits, "digits-cond": _digits_cond}
+
+
+def _digits_restoration(kind: str, in_channels: int, out_channels: int = 1, data: str = "digits", **condition) -> RunConfig:
+    """An image-conditional `digits` network (no class labels) whose input is [x_t, y]: docs/restoration.md, 2,000 steps."""
+    from difflab.tasks.conditioning import ConditionConfig
+
+    base = _digits()
+    return dataclasses.replace(
+        base,
+        data=DataConfig(name=data, split="train"),
+        model=dataclasses.replace(base.model, in_channels=in_channels, out_channels=out_channels, num_classes=None, class_dropout_null=False),
+        train=dataclasses.replace(base.train, steps=2000),
+        sample=dataclasses.replace(base.sample, grid_size=81),
+        condition=ConditionConfig(kind=kind, **condition),
+    )
+
+
+def _digits_sr() -> RunConfig:
+    """Super-resolution 4x4 -> 8x8 (SR3-style): y = the 2x average-pooled digit, nearest-up-sampled back to 8x8."""
+    return _digits_restoration("sr", in_channels=2, factor=2, upsample="nearest")
+
+
+def _digits_color() -> RunConfig:
+    """Colorization of the synthetic tinted digits (data/tinted.py): y = the 1-channel luma of the colour digit."""
+    return _digits_restoration("colorize", in_channels=4, out_channels=3, data="digits-color", gray_channels=1)
+
+
+def _digits_inpaint() -> RunConfig:
+    """Inpainting as a trained task (Palette-style): y = [digit with a random rectangular hole, the mask]."""
+    return _digits_restoration("inpaint", in_channels=3, mask="random")
+
+
+RUN_PRESETS.update({"digits-sr": _digits_sr, "digits-color": _digits_color, "digits-inpaint": _digits_inpaint})  # issue 4, restoration
+
+
+def _digits_ncsn() -> RunConfig:
+    """A noise-conditioned score network (Song & Ermon 2019) on digits: VE process, geometric sigmas 0.01..10.
+
+    sigma_max = 10 covers the largest distance between two training digits (9.6; Song & Ermon 2020,
+    technique 1); the eps objective on VE is denoising score matching with lambda(sigma) = sigma^2.
+    Sample it with `langevin` or `pc`.
+    """
+    base = _digits()
+    return dataclasses.replace(
+        base,
+        model=dataclasses.replace(base.model, num_classes=None, class_dropout_null=False),
+        process=ProcessConfig(kind="ve", T=232, sigma_min=0.01, sigma_max=10.0),
+        sample=dataclasses.replace(base.sample, sampler="pc", steps=100, spacing="linspace"),
+    )
+
+
+RUN_PRESETS["digits-ncsn"] = _digits_ncsn  # issue 6, the score view
 
 
 def preset_names() -> list[str]:
@@ -45,12 +105,7 @@ def resolve_config(spec: str, overrides: list[str] = ()) -> RunConfig:
         elif not path.exists():
             raise UserError(f"unknown config '{spec}': not a preset ({', '.join(preset_names())}) nor an existing JSON file")
         cfg = load_json(RunConfig, path)
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise UserError(f"--set expects key=value (e.g. train.steps=100); got '{item}'")
-        cfg = replace_key(cfg, key.strip(), value.strip())
-    return cfg
+    return apply_overrides(cfg, overrides)
 
 
 def model_config(spec: str):

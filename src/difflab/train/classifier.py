@@ -1,0 +1,244 @@
+"""The noise-aware classifier of classifier guidance: its run config, its TrainTask, its run folder and loading.
+
+ADM trains p_phi(y | x_t) on x_t = q_sample(x_0, t, eps) with t uniform over the diffusion model's steps and the
+same process (Dhariwal & Nichol 2021, Sec. 4.1; guided-diffusion's classifier_train.py with --noised), with
+cross-entropy. The same Trainer as for diffusion runs does the optimisation, checkpoints, EMA and DDP; the run
+folder adds accuracy_vs_t.json and plots/accuracy_vs_t.png: accuracy on held-out data as a function of t.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from difflab.configs import apply_overrides, field, from_dict, load_json, save_json, to_dict
+from difflab.data import DataConfig, load_dataset
+from difflab.errors import UserError
+from difflab.guidance import NetClassifier
+from difflab.nets.classifier import ClassifierConfig, NoisyClassifierNet, classifier_preset
+from difflab.process import NoiseProcess, ProcessConfig, build_process
+from difflab.train.checkpoint import load_checkpoint, unflatten
+from difflab.train.config import TrainConfig
+from difflab.train.dist import init_distributed, local_rank_from_env, resolve_device, shutdown
+from difflab.train.plots import plot_metrics
+from difflab.train.run import find_checkpoint, prepare_run_dir
+from difflab.train.trainer import RunPaths, Trainer
+
+RUN_KIND = "classifier"  # stored in every checkpoint's JSON, so a diffusion run is never loaded as a classifier
+
+
+@dataclass(frozen=True)
+class ClassifierEvalConfig:
+    split: str = field("test", help="data split for the accuracy-vs-t report written after training ('test' = held out)")
+    timesteps: int = field(20, help="number of timesteps, evenly spaced over 0..T-1, at which accuracy is measured")
+    repeats: int = field(4, help="noise draws per image and timestep")
+    seed: int = field(0, help="seed of the noise of the report")
+
+    def __post_init__(self):
+        if self.split not in ("train", "test", "all"):
+            raise UserError(f"eval.split must be one of 'train', 'test', 'all'; got {self.split!r}")
+        if self.timesteps < 1 or self.repeats < 1:
+            raise UserError(f"eval.timesteps and eval.repeats must be at least 1; got {self.timesteps}, {self.repeats}")
+
+
+@dataclass(frozen=True)
+class ClassifierRunConfig:
+    data: DataConfig = field(default_factory=lambda: DataConfig(labels="require"), help="labelled training data")
+    model: ClassifierConfig = field(default_factory=lambda: classifier_preset("digits-clf"), help="the classifier network")
+    process: ProcessConfig = field(default_factory=ProcessConfig, help="the forward process: must be the diffusion model's")
+    train: TrainConfig = field(default_factory=TrainConfig, help="optimisation (train.label_dropout does not apply)")
+    eval: ClassifierEvalConfig = field(default_factory=ClassifierEvalConfig, help="the accuracy-vs-t report")
+
+    def __post_init__(self):
+        if self.train.label_dropout:
+            raise UserError("train.label_dropout is for diffusion models; a classifier is trained on every label")
+
+
+def _digits_clf() -> ClassifierRunConfig:
+    """A classifier for the `digits` / `digits-cond` diffusion runs: same process (VP, linear, T=1000)."""
+    return ClassifierRunConfig(
+        data=DataConfig(name="digits", split="train", labels="require"),
+        model=classifier_preset("digits-clf"),
+        process=ProcessConfig(kind="vp", schedule="linear", T=1000),
+        train=TrainConfig(steps=2000, batch_size=128, lr=1e-3, warmup_steps=100, lr_schedule="cosine", weight_decay=0.05,
+                          ema_rate=0.99, grad_clip=1.0, log_every=50, checkpoint_every=500, sample_every=0),
+    )
+
+
+CLASSIFIER_RUN_PRESETS = {"digits-clf": _digits_clf}
+
+
+def resolve_classifier_config(spec: str, overrides: list[str] = ()) -> ClassifierRunConfig:
+    """A classifier run preset, JSON file or classifier run folder, with `key=value` overrides applied in order."""
+    if spec in CLASSIFIER_RUN_PRESETS:
+        cfg = CLASSIFIER_RUN_PRESETS[spec]()
+    else:
+        path = Path(spec)
+        path = path / "config.json" if path.is_dir() else path
+        if not path.is_file():
+            raise UserError(f"unknown classifier config '{spec}': not a preset ({', '.join(CLASSIFIER_RUN_PRESETS)}) nor a JSON file or run folder")
+        cfg = load_json(ClassifierRunConfig, path)
+    return apply_overrides(cfg, overrides)
+
+
+class ClassifierTask:
+    """TrainTask: cross-entropy of the classifier on x_t at t ~ U{0..T-1}; (t, eps) drawn per global batch."""
+
+    def __init__(self, process: NoiseProcess):
+        self.process = process
+
+    def draw(self, generator: torch.Generator, n: int, x_shape: tuple[int, ...]) -> dict[str, Tensor]:
+        t = torch.randint(0, self.process.T, (n,), generator=generator)
+        eps = torch.randn((n, *x_shape), generator=generator, dtype=torch.float32)
+        return {"t": t, "eps": eps}
+
+    def loss(self, model: nn.Module, x: Tensor, y: Tensor | None, draws: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        if y is None:
+            raise UserError("a classifier needs labelled data")
+        t = draws["t"].long().cpu()
+        x_t = self.process.q_sample(x, t, draws["eps"].to(device=x.device, dtype=x.dtype))
+        logits = model(x_t, self.process.model_time(t).to(x.device))
+        return F.cross_entropy(logits.float(), y, reduction="none"), {}
+
+    def observe(self, gathered: dict[str, Tensor]) -> None:
+        pass
+
+    def sample_grid(self, model: nn.Module, generator: torch.Generator) -> Tensor | None:
+        return None
+
+    def state_dict(self) -> dict[str, Tensor]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        pass
+
+
+@torch.no_grad()
+def accuracy_vs_t(classifier: NetClassifier, x: Tensor, y: Tensor, ts: list[int], *, repeats: int = 1,
+                  generator: torch.Generator | None = None, batch_size: int = 512) -> list[dict]:
+    """Per timestep t: accuracy and mean NLL of argmax p_phi(. | x_t) on x_t ~ q(x_t | x_0), `repeats` draws per image."""
+    p = classifier.process
+    rows = []
+    for t in ts:
+        correct, nll, count = 0, 0.0, 0
+        for _ in range(repeats):
+            eps = torch.randn(x.shape, generator=generator, dtype=x.dtype)
+            for lo in range(0, len(x), batch_size):
+                xb, yb, eb = x[lo:lo + batch_size], y[lo:lo + batch_size], eps[lo:lo + batch_size]
+                tt = torch.full((len(xb),), int(t))
+                logits = classifier(p.q_sample(xb, tt, eb), tt).float()
+                correct += int((logits.argmax(1) == yb).sum())
+                nll += float(F.cross_entropy(logits, yb, reduction="sum"))
+                count += len(xb)
+        rows.append({"t": int(t), "accuracy": correct / count, "nll": nll / count})
+    return rows
+
+
+def evaluation_timesteps(T: int, n: int) -> list[int]:
+    """n distinct timesteps evenly spaced over 0..T-1, increasing."""
+    return sorted(set(int(round(v)) for v in torch.linspace(0, T - 1, min(n, T)).tolist()))
+
+
+def write_accuracy_report(out: Path, rows: list[dict], meta: dict) -> Path:
+    """accuracy_vs_t.json and plots/accuracy_vs_t.png in the run folder."""
+    report = {**meta, "rows": rows, "mean_accuracy": sum(r["accuracy"] for r in rows) / len(rows)}
+    path = out / "accuracy_vs_t.json"
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5, 3.2))
+    ax = fig.subplots()
+    ax.plot([r["t"] for r in rows], [r["accuracy"] for r in rows], marker="o", ms=3, label=f"{meta['split']} accuracy")
+    ax.axhline(meta["chance"], color="gray", ls="--", lw=1, label="chance")
+    ax.set_xlabel("timestep t (noise grows with t)")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(0, 1.02)
+    ax.legend(loc="upper right", fontsize=8)
+    ax.set_title("noise-aware classifier: accuracy vs t")
+    fig.tight_layout()
+    (out / "plots").mkdir(parents=True, exist_ok=True)
+    fig.savefig(out / "plots" / "accuracy_vs_t.png", dpi=100)
+    return path
+
+
+def train_classifier_run(cfg: ClassifierRunConfig, out: Path, *, resume: bool = False, force: bool = False,
+                         progress: bool = True, stop_at: int | None = None) -> Path:
+    """Train the noise-aware classifier `cfg` into the run folder `out`, then write its accuracy-vs-t report."""
+    device = resolve_device(cfg.train.device, local_rank_from_env())
+    dist = init_distributed(device)
+    try:
+        if dist.is_main:
+            prepare_run_dir(out, resume, force)
+        if resume:
+            saved = json.loads((out / "config.json").read_text())
+            for key in ("data", "model", "process"):
+                if saved.get(key) != to_dict(getattr(cfg, key)):
+                    raise UserError(f"--resume: the '{key}' section differs from the run's config.json; only train.* and eval.* may change on resume")
+        data = load_dataset(dataclasses.replace(cfg.data, labels="require"))
+        m = cfg.model
+        if data.x.shape[1] != m.in_channels or data.x.shape[-1] != m.image_size:
+            raise UserError(f"data are {data.x.shape[1]}x{data.x.shape[-2]}x{data.x.shape[-1]} but the classifier expects "
+                            f"{m.in_channels}x{m.image_size}x{m.image_size}: set model.in_channels / model.image_size")
+        if data.num_classes is not None and data.num_classes > m.num_classes:
+            raise UserError(f"the data have {data.num_classes} classes but model.num_classes is {m.num_classes}: set model.num_classes={data.num_classes}")
+        paths = RunPaths(out)
+        if dist.is_main:
+            out.mkdir(parents=True, exist_ok=True)
+            save_json(cfg, out / "config.json")
+        torch.manual_seed(cfg.train.seed)
+        model = NoisyClassifierNet(m)
+        process = build_process(cfg.process)
+        trainer = Trainer(model, ClassifierTask(process), data.x, data.y, cfg.train, paths, device, dist,
+                          run_meta={"config": to_dict(cfg), "kind": RUN_KIND}, progress=progress)
+        if resume:
+            trainer.resume()
+        trainer.fit(stop_at=stop_at)
+        if dist.is_main:
+            if paths.metrics.exists():
+                plot_metrics(paths.metrics, paths.plots / "loss.png")
+            if stop_at is None or trainer.step >= cfg.train.steps:  # finished (or stopped by a time budget), not pre-empted
+                ema_net = trainer.ema.shadow.to("cpu").eval()
+                report_accuracy(cfg, NetClassifier(ema_net, process, m.num_classes), out, trainer.step)
+        return out
+    finally:
+        shutdown(dist)
+
+
+def report_accuracy(cfg: ClassifierRunConfig, classifier: NetClassifier, out: Path, step: int) -> dict:
+    """Accuracy vs t of the (EMA) classifier, on the CPU, on cfg.eval.split; written to the run folder and returned."""
+    held = load_dataset(dataclasses.replace(cfg.data, split=cfg.eval.split, labels="require"))
+    x, y = held.x, held.y
+    ts = evaluation_timesteps(classifier.process.T, cfg.eval.timesteps)
+    rows = accuracy_vs_t(classifier, x, y, ts, repeats=cfg.eval.repeats, generator=torch.Generator().manual_seed(cfg.eval.seed))
+    meta = {"split": cfg.eval.split, "held_out": cfg.eval.split != cfg.data.split and "all" not in (cfg.eval.split, cfg.data.split),
+            "n_images": len(x), "repeats": cfg.eval.repeats, "step": step, "chance": 1.0 / cfg.model.num_classes}
+    write_accuracy_report(out, rows, meta)
+    return {**meta, "rows": rows}
+
+
+@dataclass
+class LoadedClassifier:
+    cfg: ClassifierRunConfig
+    net: NoisyClassifierNet
+    classifier: NetClassifier  # the NoisyClassifier that guidance takes
+    step: int
+    checkpoint: Path
+
+
+def load_classifier(spec: str | Path, *, ema: bool = True, device: str | torch.device = "cpu") -> LoadedClassifier:
+    """Load a trained classifier run (folder or step-N checkpoint) with its (EMA) weights, in eval mode."""
+    run_dir, ckpt = find_checkpoint(Path(spec))
+    tensors, meta = load_checkpoint(ckpt)
+    if meta.get("kind") != RUN_KIND:
+        raise UserError(f"{spec} is not a classifier run (it holds a diffusion model?); train one with `difflab classifier train`")
+    cfg = from_dict(ClassifierRunConfig, meta["config"])
+    net = NoisyClassifierNet(cfg.model)
+    net.load_state_dict(unflatten("ema" if ema else "model", tensors))
+    net.to(device).eval()
+    return LoadedClassifier(cfg, net, NetClassifier(net, build_process(cfg.process), cfg.model.num_classes), int(meta["step"]), ckpt)
