@@ -53,10 +53,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("nll", help="negative log-likelihood in bits/dim", description="Bits/dim of held-out data under a trained run.")
     p.add_argument("--run", required=True, type=Path, help="run folder (newest checkpoint, EMA weights) or a checkpoint file")
     p.add_argument("--data", default="digits:test", help="data split (default digits:test; a bare name means its test split)")
-    p.add_argument("--method", default="vlb", help="vlb (variational bound over all T steps) or ode (not available yet)")
+    p.add_argument("--method", default="vlb", help="vlb (variational bound over all T steps) or ode (probability-flow ODE, "
+                                                   "uniformly dequantised data)")
     p.add_argument("--n", type=int, default=None, help="use the first N examples (default: all)")
     p.add_argument("--batch-size", type=int, default=64, help="examples per batch")
-    p.add_argument("--seed", type=int, default=0, help="seed of the Monte-Carlo noise")
+    p.add_argument("--seed", type=int, default=0, help="seed of the Monte-Carlo noise (x_t for vlb; dequantisation and "
+                                                       "Hutchinson probes for ode)")
+    p.add_argument("--rtol", type=float, default=1e-5, help="ode: relative tolerance of the RK45 solver")
+    p.add_argument("--atol", type=float, default=1e-5, help="ode: absolute tolerance of the RK45 solver")
+    p.add_argument("--hutchinson", default="rademacher", help="ode: divergence estimator, rademacher, gaussian or exact "
+                                                              "(one backward pass per dimension)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--out", type=Path, default=None, help="write the result as JSON here")
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
@@ -170,10 +176,17 @@ def run_nll(args: argparse.Namespace) -> int:
 
     check_out(args.out, args.force, ".json")
     res = nll(NLLRequest(run=args.run, data=args.data, method=args.method, n=args.n, batch_size=args.batch_size,
-                         seed=args.seed, device=args.device), progress=not args.quiet)
+                         seed=args.seed, device=args.device, rtol=args.rtol, atol=args.atol, hutchinson=args.hutchinson),
+              progress=not args.quiet)
     print(f"{res['data']}: {res['n']} examples, T = {res['T']}, {'conditional on labels' if res['conditional'] else 'unconditional'}")
-    print(f"NLL ({res['method']}): {res['bits_per_dim']:.4f} ± {res['bits_per_dim_se']:.4f} bits/dim "
-          f"(prior term {res['prior_bpd']:.2e}; {res['seconds']:.1f}s)")
+    if res["method"] == "ode":
+        print(f"NLL (ode): {res['bits_per_dim']:.4f} ± {res['bits_per_dim_se']:.4f} bits/dim (uniformly dequantised, "
+              f"{res['levels']} levels); continuous density {res['continuous_bpd']:.4f} bits/dim")
+        print(f"  sigma {res['sigma_min']:.3g} -> {res['sigma_max']:.3g}, rtol {res['rtol']:g}, atol {res['atol']:g}, "
+              f"{res['hutchinson']} divergence; mean NFE {res['nfe_mean']:.1f} per batch; {res['seconds']:.1f}s")
+    else:
+        print(f"NLL ({res['method']}): {res['bits_per_dim']:.4f} ± {res['bits_per_dim_se']:.4f} bits/dim "
+              f"(prior term {res['prior_bpd']:.2e}; {res['seconds']:.1f}s)")
     if args.out is not None:
         write_json(args.out, res)
         print(f"wrote {args.out}")
