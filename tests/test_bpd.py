@@ -75,7 +75,7 @@ def _decoder_term(process, m: float, s: float) -> float:
     """E[-log P(bin of x_0 | x_1)] / ln 2 by quadrature: x_0 ~ N(m, s^2), x_1 = a x_0 + std z, decoder N(E[x_0|x_1], beta_tilde_1)."""
     a, std = _scalar(process.a(torch.tensor([0]))), _scalar(process.std(torch.tensor([0])))
     # The decoder variance at t = 0 is the clipped posterior variance beta_tilde of the step 1 -> 0.
-    a1, a0 = _scalar(process.a(torch.tensor([1]))), a
+    a0 = a
     sig1, sig0 = _scalar(process.sigma(torch.tensor([1]))), _scalar(process.sigma(torch.tensor([0])))
     sd_p = math.sqrt(a0**2 * sig0**2 * (sig1**2 - sig0**2) / sig1**2)
     gain = a * s**2 / (a**2 * s**2 + std**2)

@@ -159,11 +159,6 @@ def apply_overrides(cfg: T, items: "list[str] | tuple[str, ...]") -> T:
     return from_dict(type(cfg), data)
 
 
-def replace_key(cfg: T, dotted: str, raw: str) -> T:
-    """One override; prefer `apply_overrides`, which validates interdependent keys together."""
-    return apply_overrides(cfg, [f"{dotted}={raw}"])
-
-
 def describe(cls: type, prefix: str = "") -> list[tuple[str, str, str]]:
     """(key, type, help) for every leaf field of `cls`, recursively."""
     rows = []

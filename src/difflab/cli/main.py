@@ -9,11 +9,11 @@ from difflab.errors import UserError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from difflab.cli import demo, eval, info, sample, train
+    from difflab.cli import ablation, classifier, compare, demo, eval, info, interpolate, restore, sample, sweep, train
 
     parser = argparse.ArgumentParser(prog="difflab", description="Train, sample, guide and evaluate pixel diffusion models.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (train, sample, info, demo, eval):
+    for module in (train, sample, info, demo, eval, classifier, sweep, compare, ablation, restore, interpolate):
         module.register(sub)
     return parser
 

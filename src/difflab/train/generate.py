@@ -168,6 +168,12 @@ def draw_samples(denoiser: Denoiser, spec: SamplerSpec, steps: list[int], shape:
 def generate(req: SampleRequest, progress: bool = False) -> SampleResult:
     if req.n < 1 or req.batch_size < 1:
         raise UserError("--n and --batch-size must be at least 1")
+    from difflab.baselines import baseline_kind, is_baseline_run, sample_baseline
+
+    if is_baseline_run(req.run):  # a VAE or DCGAN: one generator pass per image, no sampler
+        t0 = time.perf_counter()
+        images = sample_baseline(req.run, req.n, torch.Generator().manual_seed(req.seed), batch_size=req.batch_size, ema=req.ema, device=req.device)
+        return SampleResult(images, None, baseline_kind(req.run), 1, 1, time.perf_counter() - t0)
     run = load_run(req.run, ema=req.ema, device=req.device)
     if run.cfg.condition.kind != "none":  # its network also needs the condition y (docs/restoration.md)
         raise UserError(f"{req.run} is an image-conditional model (condition.kind '{run.cfg.condition.kind}'): sample it with `difflab restore --run {req.run} --data SPEC`")

@@ -55,9 +55,9 @@ def build_model(cfg: RunConfig, num_classes: int | None = None) -> torch.nn.Modu
 
 def check_data_fits_model(cfg: RunConfig, x: torch.Tensor, num_classes: int | None) -> None:
     m = cfg.model
-    if x.shape[1] != m.in_channels or x.shape[-1] != m.image_size:
+    if x.shape[1] != cfg.data_channels or x.shape[-1] != m.image_size:  # data_channels: in_channels less an image condition's
         raise UserError(
-            f"data are {x.shape[1]}x{x.shape[-2]}x{x.shape[-1]} but model expects {m.in_channels}x{m.image_size}x{m.image_size}: "
+            f"data are {x.shape[1]}x{x.shape[-2]}x{x.shape[-1]} but model expects {cfg.data_channels}x{m.image_size}x{m.image_size}: "
             f"set model.in_channels/out_channels/image_size, or data.image_size / data.channels"
         )
     if m.num_classes is not None and num_classes is None:
@@ -67,8 +67,10 @@ def check_data_fits_model(cfg: RunConfig, x: torch.Tensor, num_classes: int | No
 
 
 def train_run(cfg: RunConfig, out: Path, *, resume: bool = False, force: bool = False, progress: bool = True,
-              stop_at: int | None = None) -> Path:
-    """Train a diffusion model described by `cfg` into the run folder `out`; returns `out`."""
+              stop_at: int | None = None, budget_seconds: float | None = None, budget_clock=None) -> Path:
+    """Train a diffusion model described by `cfg` into the run folder `out`; returns `out`.
+
+    `budget_seconds`: stop after that many seconds of `budget_clock` (default wall-clock), with a final checkpoint; see `Trainer.fit`."""
     device = resolve_device(cfg.train.device, local_rank_from_env())
     dist = init_distributed(device)
     try:
@@ -80,6 +82,8 @@ def train_run(cfg: RunConfig, out: Path, *, resume: bool = False, force: bool = 
             for key in ("data", "model", "process", "denoiser", "loss"):
                 if saved.get(key) != to_dict(getattr(cfg, key)):
                     raise UserError(f"--resume: the '{key}' section differs from the run's config.json; only train.* and sample.* may change on resume")
+            if saved.get("condition", to_dict(type(cfg.condition)())) != to_dict(cfg.condition):  # runs older than `condition` have none
+                raise UserError("--resume: the 'condition' section differs from the run's config.json; only train.* and sample.* may change on resume")
         data = load_dataset(cfg.data)
         check_data_fits_model(cfg, data.x, data.num_classes)
         paths = RunPaths(out)
@@ -94,7 +98,7 @@ def train_run(cfg: RunConfig, out: Path, *, resume: bool = False, force: bool = 
                           on_grid=lambda step, images: save_image_grid(images, paths.samples / f"step-{step}.png"))
         if resume:
             trainer.resume()
-        trainer.fit(stop_at=stop_at)
+        trainer.fit(stop_at=stop_at, budget_seconds=budget_seconds, clock=budget_clock)
         if dist.is_main and paths.metrics.exists():
             plot_metrics(paths.metrics, paths.plots / "loss.png")
         return out

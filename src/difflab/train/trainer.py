@@ -1,5 +1,6 @@
-"""One Trainer for diffusion models and classifiers: AdamW, warm-up, clipping, EMA, accumulation, DDP,
-atomic checkpoints and exact resume. What is trained (the loss, the sample grid) is a TrainTask."""
+"""One Trainer for diffusion models, classifiers and the baselines: AdamW, warm-up, clipping, EMA, accumulation, DDP,
+atomic checkpoints, exact resume and an optional wall-clock budget. What is trained (the loss, the sample grid) is a
+TrainTask; a task with `phases` (a GAN: discriminator, then generator) gets one optimiser per phase."""
 
 from __future__ import annotations
 
@@ -50,6 +51,18 @@ class TrainTask(Protocol):
     def state_dict(self) -> dict[str, Tensor]: ...
 
     def load_state_dict(self, state: dict[str, Tensor]) -> None: ...
+
+    # Optional members, looked up with getattr:
+    #   phases: tuple[Phase, ...]   one optimiser per phase, stepped in order each step; `loss` then takes phase=name
+    #   step_logs() -> dict[str, float]   extra columns of metrics.jsonl for the step just observed (e.g. the VAE's terms)
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One optimiser of a multi-optimiser task: its name (logged as loss_<name>) and the submodule whose parameters it updates."""
+
+    name: str
+    module: str  # attribute path in the model, e.g. "discriminator"
 
 
 @dataclass
@@ -105,15 +118,22 @@ class Trainer:
         self.x, self.y = x, y
         self.model = model.to(device)
         self.ema = EMA(self.model, cfg.ema_rate)
-        self.ddp = DistributedDataParallel(self.model) if dist.enabled else None
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2),
-                                     weight_decay=cfg.weight_decay)
+        self.phases: tuple[Phase, ...] = tuple(getattr(task, "phases", ()) or ())
+        # A phase leaves the other phases' parameters without gradients: DDP must be told to expect that.
+        self.ddp = DistributedDataParallel(self.model, find_unused_parameters=bool(self.phases)) if dist.enabled else None
+        adamw = dict(lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2), weight_decay=cfg.weight_decay)
+        if self.phases:
+            self.opts = {ph.name: torch.optim.AdamW(self.model.get_submodule(ph.module).parameters(), **adamw) for ph in self.phases}
+            self.opt = self.opts[self.phases[0].name]
+        else:
+            self.opt = torch.optim.AdamW(self.model.parameters(), **adamw)
         self.scaler = torch.amp.GradScaler(device.type) if cfg.precision == "fp16" and device.type == "cuda" else None
         self.step = 0
         self.run_meta = run_meta or {}
         self.progress = progress and dist.is_main
         self.on_grid = on_grid  # called with (step, images) to save a grid; set by the caller
         self._nonfinite = 0
+        self.stopped_by_budget = False
 
     # ----- schedule -------------------------------------------------------------------------
     def lr_at(self, step: int) -> float:
@@ -131,14 +151,57 @@ class Trainer:
         c, d = self.cfg, self.dist
         idx = batch_indices(c.seed, self.step, c.batch_size, self.x.shape[0])
         draws = self.task.draw(step_generator(c.seed, self.step), c.batch_size, tuple(self.x.shape[1:]))
+        self.model.train()
+        lr = self.lr_at(self.step)
+        if not self.phases:
+            for g in self.opt.param_groups:
+                g["lr"] = lr
+            self.opt.zero_grad(set_to_none=True)
+            mean_loss, observed = self._forward_backward(idx, draws, None)
+            grad_norm, finite = self._update(self.opt, list(self.model.parameters()), mean_loss)
+            logs = {"loss": mean_loss, "lr": self.opt.param_groups[0]["lr"], "grad_norm": float(grad_norm), "skipped": int(not finite)}
+        else:
+            logs, observed, finite = {}, {}, True
+            for ph in self.phases:
+                opt = self.opts[ph.name]
+                for g in opt.param_groups:
+                    g["lr"] = lr
+                self.model.zero_grad(set_to_none=True)  # also drops what the previous phase left in this phase's parameters
+                mean_loss, obs = self._forward_backward(idx, draws, ph.name)
+                params = list(self.model.get_submodule(ph.module).parameters())
+                grad_norm, ok = self._update(opt, params, mean_loss, scaler_update=False)
+                logs[f"loss_{ph.name}"], logs[f"grad_norm_{ph.name}"] = mean_loss, float(grad_norm)
+                finite = finite and ok
+                observed.update(obs)
+            if self.scaler:
+                self.scaler.update()
+            # "loss" is the sum over phases (the progress bar and the divergence check read it); the columns above say more.
+            logs = {"loss": sum(logs[f"loss_{ph.name}"] for ph in self.phases), **logs, "lr": lr, "skipped": int(not finite)}
+        if finite:
+            self.ema.update(self.model)
+            self._nonfinite = 0
+        else:
+            # Skip the update: a NaN/Inf batch must not poison the weights (mixed precision or divergence).
+            self._nonfinite += 1
+            if self._nonfinite > c.max_nonfinite:
+                raise TrainingDiverged(f"loss or gradient was NaN/Inf for {self._nonfinite} steps in a row at step {self.step}: lower train.lr, use train.precision=fp32, or raise train.grad_clip",
+                                       step=self.step, nonfinite=self._nonfinite)
+        if observed:
+            gathered = {k: all_gather_cat(torch.cat(v), d) for k, v in observed.items()}
+            self.task.observe(gathered)
+        step_logs = getattr(self.task, "step_logs", None)
+        if step_logs is not None:
+            logs.update(step_logs())
+        self.step += 1
+        return logs
+
+    def _forward_backward(self, idx: Tensor, draws: dict[str, Tensor], phase: str | None) -> tuple[float, dict[str, list[Tensor]]]:
+        """Loss and gradients of this rank's share of the global batch, micro-batch by micro-batch; (global mean loss, extras)."""
+        c, d = self.cfg, self.dist
         per_rank = c.batch_size // d.world_size
         lo = d.rank * per_rank
         micro = per_rank // c.grad_accum
         net = self.ddp if self.ddp is not None else self.model
-        self.model.train()
-        for g in self.opt.param_groups:
-            g["lr"] = self.lr_at(self.step)
-        self.opt.zero_grad(set_to_none=True)
         loss_sum = torch.zeros((), dtype=torch.float64)
         observed: dict[str, list[Tensor]] = {}
         for k in range(c.grad_accum):
@@ -150,69 +213,86 @@ class Trainer:
             ctx = net.no_sync() if not sync else contextlib.nullcontext()
             with ctx:
                 with torch.autocast(self.device.type, dtype=_autocast_dtype(c.precision), enabled=c.precision != "fp32"):
-                    per_ex, extra = self.task.loss(net, xb, yb, db)
+                    if phase is None:
+                        per_ex, extra = self.task.loss(net, xb, yb, db)
+                    else:
+                        per_ex, extra = self.task.loss(net, xb, yb, db, phase=phase)
                 # Mean over this rank's share; DDP averages ranks -> the mean over the global batch.
                 loss = per_ex.float().sum() / per_rank
                 (self.scaler.scale(loss) if self.scaler else loss).backward()
             loss_sum += per_ex.detach().double().sum().cpu()
             for key, v in extra.items():
                 observed.setdefault(key, []).append(v.detach())
+        total = loss_sum.to(self.device)
+        if d.enabled:
+            torch.distributed.all_reduce(total)
+        return float(total) / c.batch_size, observed
+
+    def _update(self, opt: torch.optim.Optimizer, params: list[nn.Parameter], mean_loss: float,
+                scaler_update: bool = True) -> tuple[Tensor, bool]:
+        """Unscale, clip and step `opt` unless the loss or the gradient is not finite; (gradient norm, finite)."""
+        c = self.cfg
         if self.scaler:
-            self.scaler.unscale_(self.opt)
-        params = [p for p in self.model.parameters() if p.grad is not None]
+            self.scaler.unscale_(opt)
+        params = [p for p in params if p.grad is not None]
         if c.grad_clip > 0:
             grad_norm = torch.nn.utils.clip_grad_norm_(params, c.grad_clip)
         else:
             grad_norm = torch.linalg.vector_norm(torch.stack([p.grad.detach().norm() for p in params])) if params else torch.zeros(())
-        total = loss_sum.to(self.device)
-        if d.enabled:
-            torch.distributed.all_reduce(total)
-        mean_loss = float(total) / c.batch_size
         finite = math.isfinite(mean_loss) and bool(torch.isfinite(grad_norm))
         if finite:
             if self.scaler:
-                self.scaler.step(self.opt)
-                self.scaler.update()
+                self.scaler.step(opt)
             else:
-                self.opt.step()
-            self.ema.update(self.model)
-            self._nonfinite = 0
-        else:
-            # Skip the update: a NaN/Inf batch must not poison the weights (mixed precision or divergence).
-            self._nonfinite += 1
-            if self.scaler:
-                self.scaler.update()
-            if self._nonfinite > c.max_nonfinite:
-                raise TrainingDiverged(f"loss or gradient was NaN/Inf for {self._nonfinite} steps in a row at step {self.step}: lower train.lr, use train.precision=fp32, or raise train.grad_clip")
-        if observed:
-            gathered = {k: all_gather_cat(torch.cat(v), d) for k, v in observed.items()}
-            self.task.observe(gathered)
-        self.step += 1
-        return {"loss": mean_loss, "lr": self.opt.param_groups[0]["lr"], "grad_norm": float(grad_norm), "skipped": int(not finite)}
+                opt.step()
+        if self.scaler and scaler_update:
+            self.scaler.update()
+        return grad_norm, finite
 
     # ----- loop -------------------------------------------------------------------------------
-    def fit(self, stop_at: int | None = None) -> None:
-        """Train until train.steps (or `stop_at`, for a pre-emptible job), checkpointing along the way."""
+    def fit(self, stop_at: int | None = None, budget_seconds: float | None = None, clock=None) -> None:
+        """Train until train.steps (or `stop_at`, for a pre-emptible job), checkpointing along the way.
+
+        `budget_seconds`: also stop, with a checkpoint and a final grid, after the first step that ends more than this
+        many seconds of `clock` (default time.perf_counter, wall-clock; time.process_time counts this process's CPU
+        time instead) after the call began: a time budget, e.g. to compare models at equal training time.
+        The last metrics line then carries "budget_stop": true and `stopped_by_budget` is set.
+        """
         c = self.cfg
+        clock = clock or time.perf_counter
         end = c.steps if stop_at is None else min(stop_at, c.steps)
         bar = tqdm(total=end, initial=self.step, desc="train", disable=not self.progress, dynamic_ncols=True)
         t0, s0 = time.perf_counter(), self.step
+        start = clock()
         while self.step < end:
             logs = self.train_step()
             bar.update(1)
             bar.set_postfix(loss=f"{logs['loss']:.4f}")
-            if self.step % c.log_every == 0 or self.step == end:
+            out_of_time = budget_seconds is not None and self._budget_spent(clock() - start >= budget_seconds)
+            if self.step % c.log_every == 0 or self.step == end or out_of_time:
                 now = time.perf_counter()
                 its = (self.step - s0) / max(now - t0, 1e-9)
                 t0, s0 = now, self.step
-                self._log({"step": self.step, **logs, "it_per_s": its, "img_per_s": its * c.batch_size})
-            if c.sample_every and self.step % c.sample_every == 0 and self.step != end:
+                self._log({"step": self.step, **logs, "it_per_s": its, "img_per_s": its * c.batch_size,
+                           **({"budget_stop": True} if out_of_time else {})})
+            if c.sample_every and self.step % c.sample_every == 0 and self.step != end and not out_of_time:
                 self.write_grid()
-            if self.step % c.checkpoint_every == 0 or self.step == end:
+            if self.step % c.checkpoint_every == 0 or self.step == end or out_of_time:
                 self.save()
+            if out_of_time:
+                self.stopped_by_budget = True
+                break
         bar.close()
-        if self.step == c.steps:
+        if self.step == c.steps or self.stopped_by_budget:
             self.write_grid()
+
+    def _budget_spent(self, spent: bool) -> bool:
+        """Rank 0's clock decides for every rank, so all ranks stop after the same step."""
+        if not self.dist.enabled:
+            return spent
+        flag = torch.tensor([float(spent)], device=self.device)
+        torch.distributed.broadcast(flag, 0)
+        return bool(flag.item())
 
     def _log(self, row: dict[str, Any]) -> None:
         if not self.dist.is_main:
@@ -231,14 +311,19 @@ class Trainer:
     def save(self) -> None:
         if not self.dist.is_main:
             return
-        opt_tensors, opt_meta = optimizer_to_tensors(self.opt)
         tensors = {
             **flatten("model", self.model.state_dict()),
             **flatten("ema", self.ema.state_dict()),
-            **flatten("optim", opt_tensors),
-            **flatten("task", self.task.state_dict()),
-            "rng.torch": torch.get_rng_state(),
         }
+        if self.phases:
+            opt_meta = {}
+            for name, opt in self.opts.items():
+                opt_tensors, opt_meta[name] = optimizer_to_tensors(opt)
+                tensors.update(flatten(f"optim_{name}", opt_tensors))
+        else:
+            opt_tensors, opt_meta = optimizer_to_tensors(self.opt)
+            tensors.update(flatten("optim", opt_tensors))
+        tensors.update({**flatten("task", self.task.state_dict()), "rng.torch": torch.get_rng_state()})
         if torch.cuda.is_available():
             for i, s in enumerate(torch.cuda.get_rng_state_all()):
                 tensors[f"rng.cuda.{i}"] = s
@@ -255,7 +340,11 @@ class Trainer:
         tensors, meta = load_checkpoint(found[-1])
         self.model.load_state_dict(unflatten("model", tensors))
         self.ema.load_state_dict(unflatten("ema", tensors))
-        optimizer_from_tensors(self.opt, unflatten("optim", tensors), meta["optimizer"])
+        if self.phases:
+            for name, opt in self.opts.items():
+                optimizer_from_tensors(opt, unflatten(f"optim_{name}", tensors), meta["optimizer"][name])
+        else:
+            optimizer_from_tensors(self.opt, unflatten("optim", tensors), meta["optimizer"])
         self.task.load_state_dict(unflatten("task", tensors))
         torch.set_rng_state(tensors["rng.torch"])
         if torch.cuda.is_available():
@@ -278,7 +367,11 @@ class Trainer:
 
 
 class TrainingDiverged(UserError):
-    """Training produced NaN/Inf losses repeatedly."""
+    """Training produced NaN/Inf losses repeatedly; `step` is where it stopped, `nonfinite` the NaN/Inf steps in a row."""
+
+    def __init__(self, message: str, step: int | None = None, nonfinite: int | None = None):
+        super().__init__(message)
+        self.step, self.nonfinite = step, nonfinite
 
 
 def _autocast_dtype(precision: str) -> torch.dtype:
