@@ -21,3 +21,25 @@ def tiny_overrides(steps: int = 4) -> list[str]:
 @pytest.fixture
 def tiny():
     return tiny_overrides
+
+
+def sets(items) -> list[str]:
+    """['a=1', 'b=2'] -> ['--set', 'a=1', '--set', 'b=2']."""
+    return [a for s in items for a in ("--set", s)]
+
+
+def cli(args, capsys):
+    """Run `difflab ARGS` in-process: (exit code, stdout, stderr)."""
+    from difflab.cli.main import main
+
+    code = main([str(a) for a in args])
+    cap = capsys.readouterr()
+    return code, cap.out, cap.err
+
+
+def one_line_error(code, err) -> str:
+    """Assert a user error: exit status 2 and exactly one line 'error: ...' on stderr; return that line."""
+    assert code == 2, err
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    return lines[0]

@@ -4,16 +4,9 @@ import json
 
 import pytest
 
-from conftest import tiny_overrides
+from conftest import sets, tiny_overrides
 from difflab.cli.main import main
 from difflab.experiments.ablation import CELL_NAMES, CELLS, AblationRequest, _loss_summary, cell_config
-
-
-def _sets(items):
-    out = []
-    for s in items:
-        out += ["--set", s]
-    return out
 
 
 def _one_line_error(code, err):
@@ -50,7 +43,7 @@ def test_ablation_runs_six_cells_and_reports_a_diverging_one(tmp_path, capsys):
     """All six cells train and are scored; an absurd learning rate makes eps-simple diverge: reported unstable, not hidden."""
     cache, out = tmp_path / "cache", tmp_path / "abl"
     args = ["ablation", "ddpm", "--data", "digits", "--steps", "3", "--out", str(out), "--n", "70", "--nll-n", "2",
-            "--sample-steps", "5", "--cache-dir", str(cache), "--quiet", *_sets(tiny_overrides(steps=3)),
+            "--sample-steps", "5", "--cache-dir", str(cache), "--quiet", *sets(tiny_overrides(steps=3)),
             "--cell-set", "eps-simple:train.lr=1e30", "--cell-set", "eps-simple:train.max_nonfinite=0"]
     assert main(args) == 0
     printed = capsys.readouterr().out

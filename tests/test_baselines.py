@@ -27,6 +27,7 @@ from difflab.cli.main import main
 from difflab.errors import UserError
 from difflab.nets.dcgan import DCGAN, DCGANConfig
 from difflab.nets.vae import VAE, VAEConfig, reparameterize
+from conftest import sets
 
 TINY_TRAIN = ["train.steps=4", "train.batch_size=16", "train.log_every=1", "train.checkpoint_every=2", "train.sample_every=0",
               "train.keep_last=0", "sample.grid_size=4"]
@@ -271,17 +272,10 @@ def test_time_budget_stops_training_with_a_checkpoint(tmp_path):
 
 # ----- CLI ----------------------------------------------------------------------------------------------------
 
-def _sets(items):
-    out = []
-    for s in items:
-        out += ["--set", s]
-    return out
-
-
 def test_cli_train_digits_vae_and_dcgan(tmp_path, capsys):
     for kind, over in (("vae", TINY_VAE), ("dcgan", TINY_GAN)):
         out = tmp_path / kind
-        assert main(["train", "--config", f"digits-{kind}", "--out", str(out), "--quiet", *_sets(over)]) == 0
+        assert main(["train", "--config", f"digits-{kind}", "--out", str(out), "--quiet", *sets(over)]) == 0
         saved = json.loads((out / "config.json").read_text())
         assert saved["kind"] == kind and saved["train"]["steps"] == 4
         # --resume without --config finds the run's own kind
@@ -294,7 +288,7 @@ def test_cli_train_digits_vae_and_dcgan(tmp_path, capsys):
 
 def test_cli_sample_from_a_baseline_run(tmp_path, capsys):
     out = tmp_path / "vae"
-    assert main(["train", "--config", "digits-vae", "--out", str(out), "--quiet", *_sets(TINY_VAE)]) == 0
+    assert main(["train", "--config", "digits-vae", "--out", str(out), "--quiet", *sets(TINY_VAE)]) == 0
     assert main(["sample", "--run", str(out), "--n", "6", "--out", str(tmp_path / "s.png")]) == 0
     assert (tmp_path / "s.png").stat().st_size > 0
     assert main(["sample", "--run", str(out), "--n", "6", "--out", str(tmp_path / "s.npz")]) == 0

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import tiny_overrides
+from conftest import cli, one_line_error, sets, tiny_overrides
 from difflab.cli.main import main
 from difflab.errors import UserError
 from difflab.nets.classifier import CLASSIFIER_PRESETS, AttentionPool2d, ClassifierConfig, build_classifier, classifier_preset
@@ -20,23 +20,6 @@ CLF_SETS = ["train.steps=150", "train.batch_size=32", "train.log_every=10", "tra
             "train.lr=3e-3", "train.warmup_steps=0", "train.ema_rate=0", "model.model_channels=8", "model.channel_mult=[1,2]",
             "model.attention_resolutions=[4]", "model.num_head_channels=8", "model.norm_groups=4", "process.T=50",
             "eval.timesteps=3", "eval.repeats=2"]
-
-
-def _sets(items):
-    return [a for s in items for a in ("--set", s)]
-
-
-def cli(args, capsys):
-    code = main([str(a) for a in args])
-    cap = capsys.readouterr()
-    return code, cap.out, cap.err
-
-
-def one_line_error(code, err) -> str:
-    assert code == 2, err
-    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    return lines[0]
 
 
 def _quiet_main(args) -> tuple[int, str]:
@@ -51,13 +34,13 @@ def runs(tmp_path_factory):
     """A tiny classifier (via the CLI) and tiny diffusion runs on the same process (T=50): with label dropout ('cond'),
     without ('nodrop'), unconditional ('uncond'); 'other' has T=40."""
     root = tmp_path_factory.mktemp("guided")
-    code, out = _quiet_main(["classifier", "train", "--data", "digits", "--out", root / "clf", "--quiet", *_sets(CLF_SETS)])
+    code, out = _quiet_main(["classifier", "train", "--data", "digits", "--out", root / "clf", "--quiet", *sets(CLF_SETS)])
     assert code == 0
     paths = {"clf": root / "clf", "clf_stdout": out}
     for name, config, extra in [("cond", "digits-cond", []), ("nodrop", "digits", []),
                                 ("uncond", "digits", ["model.class_dropout_null=false", "model.num_classes=null"]),
                                 ("other", "digits", ["process.T=40"])]:
-        assert main(["train", "--config", config, "--out", str(root / name), "--quiet", *_sets(tiny_overrides(steps=2) + extra)]) == 0
+        assert main(["train", "--config", config, "--out", str(root / name), "--quiet", *sets(tiny_overrides(steps=2) + extra)]) == 0
         paths[name] = root / name
     return paths
 

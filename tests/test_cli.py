@@ -8,27 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import tiny_overrides
+from conftest import cli, one_line_error, sets, tiny_overrides
 from difflab.cli.main import main
-
-
-def _sets(items):
-    out = []
-    for s in items:
-        out += ["--set", s]
-    return out
-
-
-def run_cli(args, capsys):
-    code = main([str(a) for a in args])
-    cap = capsys.readouterr()
-    return code, cap.out, cap.err
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "r"
-    assert main(["train", "--config", "digits", "--out", str(out), "--quiet", *_sets(tiny_overrides(steps=2))]) == 0
+    assert main(["train", "--config", "digits", "--out", str(out), "--quiet", *sets(tiny_overrides(steps=2))]) == 0
     return out
 
 
@@ -42,27 +29,27 @@ def test_train_writes_a_run(trained):
 
 @pytest.mark.parametrize("sampler", ["ddpm", "ddim"])
 def test_sample_png_and_npz(trained, tmp_path, capsys, sampler):
-    code, out, _ = run_cli(["sample", "--run", trained, "--sampler", sampler, "--steps", 3, "--n", 5, "--out", tmp_path / "g.png"], capsys)
+    code, out, _ = cli(["sample", "--run", trained, "--sampler", sampler, "--steps", 3, "--n", 5, "--out", tmp_path / "g.png"], capsys)
     assert code == 0 and "NFE per image: 3" in out
     assert (tmp_path / "g.png").stat().st_size > 0
-    code, _, _ = run_cli(["sample", "--run", trained, "--sampler", sampler, "--steps", 3, "--n", 5, "--out", tmp_path / "s.npz"], capsys)
+    code, _, _ = cli(["sample", "--run", trained, "--sampler", sampler, "--steps", 3, "--n", 5, "--out", tmp_path / "s.npz"], capsys)
     arr = np.load(tmp_path / "s.npz")
     assert code == 0 and arr["arr_0"].shape == (5, 8, 8, 1) and arr["arr_0"].dtype == np.uint8
 
 
 def test_sample_is_reproducible_by_seed(trained, tmp_path, capsys):
     for name in ("a", "b"):
-        run_cli(["sample", "--run", trained, "--sampler", "ddpm", "--steps", 3, "--n", 4, "--seed", 7, "--out", tmp_path / f"{name}.npz"], capsys)
+        cli(["sample", "--run", trained, "--sampler", "ddpm", "--steps", 3, "--n", 4, "--seed", 7, "--out", tmp_path / f"{name}.npz"], capsys)
     assert np.array_equal(np.load(tmp_path / "a.npz")["arr_0"], np.load(tmp_path / "b.npz")["arr_0"])
 
 
 def test_model_prints_parameter_count(capsys):
-    code, out, _ = run_cli(["model", "ddpm-cifar10"], capsys)
+    code, out, _ = cli(["model", "ddpm-cifar10"], capsys)
     assert code == 0 and "parameters: 35,746,307" in out.replace("35746307", "35,746,307")
 
 
 def test_config_keys_are_all_documented(capsys):
-    code, out, _ = run_cli(["config", "digits", "--keys"], capsys)
+    code, out, _ = cli(["config", "digits", "--keys"], capsys)
     assert code == 0
     lines = out.splitlines()
     keys = [ln.split(" = ")[0] for ln in lines if not ln.startswith(" ")]
@@ -77,73 +64,66 @@ def test_config_keys_are_all_documented(capsys):
 
 # ----- bad input: one line, exit 2, nothing overwritten ------------------------------------------------
 
-def _err_one_line(code, err):
-    assert code == 2
-    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    return lines[0]
-
-
 def test_unknown_config_key_lists_valid_ones(tmp_path, capsys):
-    code, _, err = run_cli(["train", "--out", tmp_path / "r", "--set", "train.stepz=3"], capsys)
-    line = _err_one_line(code, err)
+    code, _, err = cli(["train", "--out", tmp_path / "r", "--set", "train.stepz=3"], capsys)
+    line = one_line_error(code, err)
     assert "train.stepz" in line and "steps" in line and "batch_size" in line
     assert not (tmp_path / "r").exists()
 
 
 def test_wrong_value_type(tmp_path, capsys):
-    code, _, err = run_cli(["train", "--out", tmp_path / "r", "--set", "train.steps=many"], capsys)
-    assert "train.steps" in _err_one_line(code, err) and "integer" in err
+    code, _, err = cli(["train", "--out", tmp_path / "r", "--set", "train.steps=many"], capsys)
+    assert "train.steps" in one_line_error(code, err) and "integer" in err
 
 
 def test_invalid_choice_lists_choices(tmp_path, capsys):
-    code, _, err = run_cli(["train", "--out", tmp_path / "r", "--set", "denoiser.parameterization=score"], capsys)
-    line = _err_one_line(code, err)
+    code, _, err = cli(["train", "--out", tmp_path / "r", "--set", "denoiser.parameterization=score"], capsys)
+    line = one_line_error(code, err)
     assert "'eps'" in line and "'v'" in line
 
 
 def test_existing_run_is_refused_and_kept(trained, capsys):
     before = {p: p.stat().st_mtime_ns for p in trained.rglob("*") if p.is_file()}
-    code, _, err = run_cli(["train", "--out", trained, *_sets(tiny_overrides(steps=2))], capsys)
-    assert "--resume" in _err_one_line(code, err) and "--force" in err
+    code, _, err = cli(["train", "--out", trained, *sets(tiny_overrides(steps=2))], capsys)
+    assert "--resume" in one_line_error(code, err) and "--force" in err
     after = {p: p.stat().st_mtime_ns for p in trained.rglob("*") if p.is_file()}
     assert before == after
 
 
 def test_resume_without_a_run(tmp_path, capsys):
-    code, _, err = run_cli(["train", "--out", tmp_path / "none", "--resume"], capsys)
-    assert "no run" in _err_one_line(code, err) or "not" in err
+    code, _, err = cli(["train", "--out", tmp_path / "none", "--resume"], capsys)
+    assert "no run" in one_line_error(code, err) or "not" in err
 
 
 def test_sample_refuses_to_overwrite(trained, tmp_path, capsys):
     target = tmp_path / "x.png"
     target.write_bytes(b"keep me")
-    code, _, err = run_cli(["sample", "--run", trained, "--steps", 2, "--n", 2, "--out", target], capsys)
-    assert "--force" in _err_one_line(code, err)
+    code, _, err = cli(["sample", "--run", trained, "--steps", 2, "--n", 2, "--out", target], capsys)
+    assert "--force" in one_line_error(code, err)
     assert target.read_bytes() == b"keep me"
 
 
 def test_sample_from_missing_run(tmp_path, capsys):
-    code, _, err = run_cli(["sample", "--run", tmp_path / "nope", "--out", tmp_path / "x.png"], capsys)
-    _err_one_line(code, err)
+    code, _, err = cli(["sample", "--run", tmp_path / "nope", "--out", tmp_path / "x.png"], capsys)
+    one_line_error(code, err)
 
 
 def test_unknown_sampler(trained, tmp_path, capsys):
-    code, _, err = run_cli(["sample", "--run", trained, "--sampler", "magic", "--out", tmp_path / "x.png"], capsys)
-    assert "ddim" in _err_one_line(code, err)
+    code, _, err = cli(["sample", "--run", trained, "--sampler", "magic", "--out", tmp_path / "x.png"], capsys)
+    assert "ddim" in one_line_error(code, err)
 
 
 def test_corrupt_image_folder_via_cli(tmp_path, capsys):
     folder = tmp_path / "imgs"
     folder.mkdir()
     (folder / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
-    code, _, err = run_cli(["train", "--out", tmp_path / "r", "--set", f"data.name={folder}"], capsys)
-    assert "bad.png" in _err_one_line(code, err)
+    code, _, err = cli(["train", "--out", tmp_path / "r", "--set", f"data.name={folder}"], capsys)
+    assert "bad.png" in one_line_error(code, err)
 
 
 def test_model_mismatch_with_data(tmp_path, capsys):
-    code, _, err = run_cli(["train", "--out", tmp_path / "r", "--set", "model.in_channels=3"], capsys)
-    assert "model.in_channels" in _err_one_line(code, err)
+    code, _, err = cli(["train", "--out", tmp_path / "r", "--set", "model.in_channels=3"], capsys)
+    assert "model.in_channels" in one_line_error(code, err)
 
 
 def test_console_script_exit_code(tmp_path):
@@ -156,28 +136,28 @@ def test_console_script_exit_code(tmp_path):
 def test_ncsn_preset_trains_and_samples_with_langevin_and_pc(tmp_path, capsys):
     """The score view end to end: VE process, DSM objective, annealed Langevin and predictor-corrector sampling."""
     run = tmp_path / "ncsn"
-    sets = [s for s in tiny_overrides(steps=2) if not s.startswith(("process.", "sample."))] + ["process.T=20", "sample.steps=3"]
-    assert main(["train", "--config", "digits-ncsn", "--out", str(run), "--quiet", *_sets(sets)]) == 0
+    over = [s for s in tiny_overrides(steps=2) if not s.startswith(("process.", "sample."))] + ["process.T=20", "sample.steps=3"]
+    assert main(["train", "--config", "digits-ncsn", "--out", str(run), "--quiet", *sets(over)]) == 0
     for sampler in ("langevin", "pc"):
-        code, out, err = run_cli(["sample", "--run", run, "--sampler", sampler, "--steps", 3, "--spacing", "linspace", "--n", 4,
+        code, out, err = cli(["sample", "--run", run, "--sampler", sampler, "--steps", 3, "--spacing", "linspace", "--n", 4,
                                   "--out", tmp_path / f"{sampler}.npz"], capsys)
         assert code == 0, err
         assert np.load(tmp_path / f"{sampler}.npz")["arr_0"].shape == (4, 8, 8, 1)
 
 
 def test_interpolate_seeds_and_inverted_images(trained, tmp_path, capsys):
-    code, out, err = run_cli(["interpolate", "--run", trained, "--seeds", 1, 2, "--frames", 4, "--steps", 3, "--out", tmp_path / "s.png"], capsys)
+    code, out, err = cli(["interpolate", "--run", trained, "--seeds", 1, 2, "--frames", 4, "--steps", 3, "--out", tmp_path / "s.png"], capsys)
     assert code == 0, err
     assert (tmp_path / "s.png").stat().st_size > 0
-    code, out, err = run_cli(["interpolate", "--run", trained, "--data", "digits:test", "--index", 0, 3, "--frames", 3, "--steps", 3,
+    code, out, err = cli(["interpolate", "--run", trained, "--data", "digits:test", "--index", 0, 3, "--frames", 3, "--steps", 3,
                               "--class", 1, "--out", tmp_path / "d.png"], capsys)
     assert code == 0, err
-    code, _, err = run_cli(["interpolate", "--run", trained, "--seeds", 1, 2, "--frames", 1, "--out", tmp_path / "x.png"], capsys)
-    assert "--frames" in _err_one_line(code, err)
+    code, _, err = cli(["interpolate", "--run", trained, "--seeds", 1, 2, "--frames", 1, "--out", tmp_path / "x.png"], capsys)
+    assert "--frames" in one_line_error(code, err)
 
 
 def test_samplers_command_lists_every_sampler(capsys):
     from difflab.samplers import SAMPLERS
 
-    code, out, _ = run_cli(["samplers"], capsys)
+    code, out, _ = cli(["samplers"], capsys)
     assert code == 0 and all(name in out for name in SAMPLERS)

@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import tiny_overrides
+from conftest import cli, one_line_error, tiny_overrides
 from difflab.cli.main import main
 from difflab.data import load_digits_split, to_uint8_nhwc
 from difflab.errors import UserError
@@ -46,19 +46,6 @@ def run_dir(tmp_path_factory):
     sets = [a for s in tiny_overrides(steps=2) for a in ("--set", s)]
     assert main(["train", "--config", "digits", "--out", str(out), "--quiet", *sets]) == 0
     return out
-
-
-def cli(args, capsys):
-    code = main([str(a) for a in args])
-    cap = capsys.readouterr()
-    return code, cap.out, cap.err
-
-
-def one_line_error(code, err) -> str:
-    assert code == 2, err
-    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    return lines[0]
 
 
 def eval_json(capsys, tmp_path, cache, samples, ref, metrics="fid,pr,dc,kid,is", name="r.json", extra=()):

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import tiny_overrides
+from conftest import one_line_error, sets, tiny_overrides
 from difflab.cli.main import main
 from difflab.errors import UserError
 from difflab.oracle import GMMOracle, mixture_distance, random_diagonal_mixture, ring_mixture
@@ -274,24 +274,10 @@ def test_condition_config_checks_the_channels():
 
 # ----- training and the CLI -----------------------------------------------------------------------------------------
 
-def _sets(items):
-    out = []
-    for s in items:
-        out += ["--set", s]
-    return out
-
-
 def _cli(args, capsys):
     code = main([str(a) for a in args])
     cap = capsys.readouterr()
     return code, cap.out, cap.err
-
-
-def _err_one_line(code, err):
-    assert code == 2
-    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -302,7 +288,7 @@ def runs(tmp_path_factory):
     for name in ("digits", "digits-sr", "digits-color", "digits-inpaint"):
         extra = ["model.class_dropout_null=false", "model.num_classes=null"] if name == "digits" else []
         out[name] = root / name
-        assert main(["train", "--config", name, "--out", str(out[name]), "--quiet", *_sets(over + extra)]) == 0
+        assert main(["train", "--config", name, "--out", str(out[name]), "--quiet", *sets(over + extra)]) == 0
     return out
 
 
@@ -333,7 +319,7 @@ def test_restore_from_an_image_file(runs, tmp_path, capsys):
     assert np.load(tmp_path / "o.npz")["arr_0"].shape == (3, 8, 8, 1) and (tmp_path / "o.png").exists()
     Image.fromarray(np.full((8, 8), 200, np.uint8)).save(tmp_path / "full.png")
     code, _, err = _cli(["restore", "--run", runs["digits-sr"], "--image", tmp_path / "full.png", "--out", tmp_path / "p.png"], capsys)
-    assert "4x4" in _err_one_line(code, err)
+    assert "4x4" in one_line_error(code, err)
 
 
 def test_inpaint_denoise_img2img_cli(runs, tmp_path, capsys):
@@ -382,7 +368,7 @@ def test_bad_input_gives_one_line_errors(runs, tmp_path, capsys):
     for args, needle in cases:
         out = tmp_path / "out.png"
         code, _, err = _cli([*args, "--out", out], capsys)
-        assert needle in _err_one_line(code, err), (args, err)
+        assert needle in one_line_error(code, err), (args, err)
         assert not out.exists()
 
 
