@@ -147,8 +147,9 @@ def compare(req: CompareRequest, progress: bool = False, log=print) -> dict:
         from difflab.experiments.curve import score_checkpoints
 
         for label, run in zip(labels, runs):
+            cpu = 60 * req.budget["budget_minutes"] if req.budget.get("clock") == "cpu" else None
             curve += score_checkpoints(label, run, scorer, n=req.n, seed=req.seed, batch_size=req.batch_size, sampler=req.sampler,
-                                       steps=req.steps, progress=progress, log=log)
+                                       steps=req.steps, cpu_seconds=cpu, progress=progress, log=log)
     report = {"features": scorer.source, "feature_info": {k: v for k, v in getattr(scorer.extractor, "info", {}).items() if k != "cached"},
               "ref": req.ref, "n_ref": scorer.n_ref, "n": req.n, "batch_size": req.batch_size, "seed": req.seed,
               "threads": torch.get_num_threads(), "table": rows, "trilemma": sorted(trilemma, key=lambda p: (p["model"], p["nfe"])),
@@ -185,7 +186,7 @@ def table_markdown(report: dict) -> str:
     lines = [f"# Comparison: {', '.join(r['model'] for r in report['table'])}", "",
              f"{report['n']} samples per model vs {report['ref']} ({report['n_ref']} images), {report['features']} features; "
              f"sampling batch {report['batch_size']}, {report['threads']} torch thread(s).", "",
-             "| Model | Precision | Recall | FID | KID (x1e3) | sampler | NFE | images/s | train steps | train time (s) |",
+             "| Model | Precision | Recall | FID | KID (x1e3) | sampler | NFE | images/s | train steps | train wall time (s) |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in report["table"]:
         cond = " (class-conditional)" if r.get("conditional") else ""

@@ -51,7 +51,7 @@ def plot_loss_curves(curves: list[tuple[str, str, list[dict]]], out: Path) -> Pa
                 ax.set_yscale("log")
         steps = rows[-1]["step"] if rows else 0
         ax.set_title(f"{title} ({steps} steps)", fontsize=10)
-        ax.set_xlabel("training time (s)")
+        ax.set_xlabel("training wall time (s)")
         ax.legend(fontsize=7)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
