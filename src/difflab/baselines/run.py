@@ -84,6 +84,7 @@ def train_baseline_run(cfg: BaselineRunConfig, out: Path, *, resume: bool = Fals
         if resume:
             trainer.resume()
         trainer.fit(stop_at=stop_at, budget_seconds=budget_seconds, clock=budget_clock)
+        trainer.close()
         if dist.is_main:
             if paths.metrics.exists():
                 plot_metrics(paths.metrics, paths.plots / "loss.png", keys=PLOT_KEYS[cfg.kind])

@@ -199,6 +199,7 @@ def train_classifier_run(cfg: ClassifierRunConfig, out: Path, *, resume: bool = 
         if resume:
             trainer.resume()
         trainer.fit(stop_at=stop_at)
+        trainer.close()
         if dist.is_main:
             if paths.metrics.exists():
                 plot_metrics(paths.metrics, paths.plots / "loss.png")

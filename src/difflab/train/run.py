@@ -99,6 +99,7 @@ def train_run(cfg: RunConfig, out: Path, *, resume: bool = False, force: bool = 
         if resume:
             trainer.resume()
         trainer.fit(stop_at=stop_at, budget_seconds=budget_seconds, clock=budget_clock)
+        trainer.close()
         if dist.is_main and paths.metrics.exists():
             plot_metrics(paths.metrics, paths.plots / "loss.png")
         return out

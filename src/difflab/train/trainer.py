@@ -5,6 +5,7 @@ TrainTask; a task with `phases` (a GAN: discriminator, then generator) gets one 
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import math
 import time
@@ -28,7 +29,7 @@ from difflab.train.checkpoint import (
     unflatten,
 )
 from difflab.train.config import TrainConfig
-from difflab.train.dist import DistInfo, all_gather_cat
+from difflab.train.dist import DistInfo, all_gather_cat, barrier
 from difflab.train.ema import EMA
 
 
@@ -285,6 +286,14 @@ class Trainer:
         bar.close()
         if self.step == c.steps or self.stopped_by_budget:
             self.write_grid()
+        # Rank 0 alone writes the last checkpoint and grid; the others wait for it, so no rank tears down the process
+        # group (and exits) while a peer is still using it: gloo can abort the early process at exit otherwise.
+        barrier(self.dist)
+
+    def close(self) -> None:
+        """Release the DDP wrapper (its reducer holds the process group) before the group is destroyed."""
+        self.ddp = None
+        gc.collect()
 
     def _budget_spent(self, spent: bool) -> bool:
         """Rank 0's clock decides for every rank, so all ranks stop after the same step."""
