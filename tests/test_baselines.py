@@ -353,3 +353,33 @@ def test_ddp_two_processes(tmp_path, kind):
                 assert torch.allclose(a[k], b[k], atol=1e-5, rtol=1e-4), k
     rows = [json.loads(x) for x in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3] and all(math.isfinite(r["loss"]) for r in rows)
+
+
+@pytest.mark.parametrize("kind", ["vae", "dcgan"])
+def test_config_and_model_commands_know_the_baselines(tmp_path, capsys, kind):
+    """`difflab config` resolves a baseline preset with overrides (and documents its own keys); `difflab model` counts its parameters."""
+    from difflab.baselines import build_baseline_model
+    from conftest import cli, one_line_error
+
+    code, out, err = cli(["config", f"digits-{kind}", "--set", "train.steps=7", "--set", "model.latent_dim=3"], capsys)
+    assert code == 0, err
+    cfg = json.loads(out)
+    assert cfg["kind"] == kind and cfg["train"]["steps"] == 7 and cfg["model"]["latent_dim"] == 3
+    code, out, err = cli(["config", f"digits-{kind}", "--keys"], capsys)
+    keys = {ln.split(" = ")[0] for ln in out.splitlines() if " = " in ln and not ln.startswith(" ")}
+    assert code == 0 and {"kind", "model.latent_dim", "train.steps"} <= keys and "process.schedule" not in keys
+
+    code, out, err = cli(["model", f"digits-{kind}"], capsys)
+    model = build_baseline_model(resolve_baseline_config(f"digits-{kind}"))
+    assert code == 0 and f"parameters: {sum(p.numel() for p in model.parameters()):,}" in out, out
+    parts = ("encoder", "decoder") if kind == "vae" else ("generator", "discriminator")
+    for name in parts:
+        n = sum(p.numel() for p in getattr(model, name).parameters())
+        assert any(ln.split()[0] == name and f"{n:,}" in ln for ln in out.splitlines()), out
+
+    # A saved run folder resolves too; a bad override is a one-line error.
+    run = train_baseline_run(tiny_config(kind, steps=1), tmp_path / "run", progress=False)
+    code, out, err = cli(["config", str(run)], capsys)
+    assert code == 0 and json.loads(out)["model"]["latent_dim"] == tiny_config(kind).model.latent_dim
+    code, out, err = cli(["config", f"digits-{kind}", "--set", "model.latent_dim=0"], capsys)
+    assert "latent_dim" in one_line_error(code, err)

@@ -161,3 +161,17 @@ def test_samplers_command_lists_every_sampler(capsys):
 
     code, out, _ = cli(["samplers"], capsys)
     assert code == 0 and all(name in out for name in SAMPLERS)
+
+
+def test_a_closed_pipe_is_not_a_traceback():
+    """`difflab config --keys | head -1`: the reader leaving early ends the command quietly, without a Python traceback."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "difflab.cli.main", "config", "--keys"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, bufsize=0)
+    first = proc.stdout.read(64)
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    proc.wait(timeout=120)
+    assert first and "Traceback" not in err and "BrokenPipeError" not in err, err
