@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from difflab.baselines.latent import LatentTask
 from difflab.nets.dcgan import DCGANConfig
 from difflab.train.trainer import Phase
 
@@ -32,14 +33,12 @@ def generator_loss(logits_fake: Tensor) -> Tensor:
     return F.softplus(-logits_fake)
 
 
-class GANTask:
+class GANTask(LatentTask):
     """TrainTask with phases ("d": discriminator, "g": generator); logs loss_d, loss_g, and D's mean outputs."""
 
     phases = (Phase("d", "discriminator"), Phase("g", "generator"))
 
-    def __init__(self, cfg: DCGANConfig, grid_size: int = 64):
-        self.cfg, self.grid_size = cfg, grid_size
-        self._logs: dict[str, float] = {}
+    cfg: DCGANConfig
 
     def draw(self, generator: torch.Generator, n: int, x_shape: tuple[int, ...]) -> dict[str, Tensor]:
         return {"z": torch.randn((n, self.cfg.latent_dim), generator=generator, dtype=torch.float32)}
@@ -58,18 +57,3 @@ class GANTask:
     def observe(self, gathered: dict[str, Tensor]) -> None:
         # D(x) and D(G(z)) before D's update; D(G(z)) again after it (PyTorch's DCGAN example prints all three).
         self._logs = {k: float(v.mean()) for k, v in gathered.items()}
-
-    def step_logs(self) -> dict[str, float]:
-        return dict(self._logs)
-
-    @torch.no_grad()
-    def sample_grid(self, model: nn.Module, generator: torch.Generator) -> Tensor:
-        model.eval()
-        z = torch.randn((self.grid_size, self.cfg.latent_dim), generator=generator)
-        return model.sample(z.to(next(model.parameters()).device)).cpu()
-
-    def state_dict(self) -> dict[str, Tensor]:
-        return {}
-
-    def load_state_dict(self, state: dict[str, Tensor]) -> None:
-        pass

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from difflab.baselines.latent import LatentTask
 from difflab.losses.gaussian import LN2, discretized_gaussian_log_likelihood
 from difflab.nets.vae import VAE, VAEConfig, VAEOutput
 
@@ -72,12 +73,10 @@ def discretized_nll_bpd(x: Tensor, out: VAEOutput) -> Tensor:
     return -discretized_gaussian_log_likelihood(x, out.decoded, log_scales).flatten(1).mean(dim=1) / LN2
 
 
-class VAETask:
+class VAETask(LatentTask):
     """TrainTask: loss = rec + beta * KL per dimension; logs rec, kl, the ELBO per dim and the decoder std."""
 
-    def __init__(self, cfg: VAEConfig, grid_size: int = 64):
-        self.cfg, self.grid_size = cfg, grid_size
-        self._logs: dict[str, float] = {}
+    cfg: VAEConfig
 
     def draw(self, generator: torch.Generator, n: int, x_shape: tuple[int, ...]) -> dict[str, Tensor]:
         return {"eps": torch.randn((n, self.cfg.latent_dim), generator=generator, dtype=torch.float32)}
@@ -94,21 +93,6 @@ class VAETask:
         self._logs = {"rec": rec, "kl": kl, "elbo_per_dim": -(rec + kl)}
         if self.cfg.likelihood == "gaussian":
             self._logs["decoder_std"] = math.exp(float(gathered["log_std"][0]))
-
-    def step_logs(self) -> dict[str, float]:
-        return dict(self._logs)
-
-    @torch.no_grad()
-    def sample_grid(self, model: nn.Module, generator: torch.Generator) -> Tensor:
-        model.eval()
-        z = torch.randn((self.grid_size, self.cfg.latent_dim), generator=generator)
-        return model.sample(z.to(next(model.parameters()).device)).cpu()
-
-    def state_dict(self) -> dict[str, Tensor]:
-        return {}
-
-    def load_state_dict(self, state: dict[str, Tensor]) -> None:
-        pass
 
 
 @torch.no_grad()

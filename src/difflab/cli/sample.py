@@ -11,7 +11,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--run", required=True, type=Path, help="run folder (newest checkpoint) or a step-N.safetensors file")
     p.add_argument("--sampler", default=None, help="sampler name (see `difflab samplers`); default: the run's sample.sampler")
     p.add_argument("--steps", type=int, default=None, help="number of sampling steps; default: the run's sample.steps")
-    p.add_argument("--spacing", default=None, help="timestep spacing: leading, trailing, linspace, quadratic; default: the run's")
+    p.add_argument("--spacing", default=None, help="timestep spacing: leading, trailing, linspace, quadratic, karras, logsnr, logsnr-jump (docs/samplers.md); default: the run's")
     p.add_argument("--eta", type=float, default=None, help="DDIM noise (0 deterministic, 1 DDPM-like); default: the run's")
     p.add_argument("--n", type=int, default=64, help="number of images")
     p.add_argument("--batch-size", type=int, default=256, help="images per network batch")
