@@ -4,7 +4,8 @@ Data: the 8-mode 2-D ring (elongated modes, unequal weights) under the VP proces
 Distance: `mixture_distance(...)["kl"]`, the moment-projected KL to the analytic truth (see difflab/oracle/distance.py),
 with its bootstrap standard error; the floor is the expected kl of exact samples of the same size.
 diffusers' schedulers are built from config (same betas, no download) and driven through `step`, their model
-evaluated by the same oracle at the scheduler's own noise level. All runs share x_T.
+evaluated by the same oracle at the scheduler's own noise level. All runs share x_T. The "(searched)" rows use
+`search_steps` (samplers/search.py), fitted on other x_T (seed + 1) from the model alone; their search cost is printed.
 
     .venv/bin/python benchmarks/samplers_oracle.py [--n 20000] [--nfe 5 10 20 50] [--markdown]
 """
@@ -19,7 +20,7 @@ import torch
 
 from difflab.oracle import GMMOracle, mixture_distance, ring_mixture
 from difflab.process import ProcessConfig, build_process
-from difflab.samplers import count_nfe, get_sampler, select_steps
+from difflab.samplers import count_nfe, get_sampler, search_steps, select_steps
 
 # difflab: (label, sampler, spacing, options); steps chosen so that NFE <= budget.
 DIFFLAB = [
@@ -37,6 +38,9 @@ DIFFLAB = [
     ("unipc (logsnr-jump)", "unipc", "logsnr-jump", {}),
     ("unipc order 3 (logsnr-jump)", "unipc", "logsnr-jump", {"order": 3}),
 ]
+# Searched schedules (samplers/search.py): searched on SEARCH_BATCH x_T of seed + 1, judged on the run's x_T (seed).
+SEARCHED = ("unipc", "dpmpp-2m")
+SEARCH_BATCH = 1000
 LANGEVIN_LEVELS = 5  # langevin: up to 5 noise levels, n_steps_each = (NFE - 1) // levels, epsilon = 2e-4
 RK45_TOLS = (1e-1, 1e-2, 1e-3, 1e-4)  # ode-rk45: NFE is adaptive; one row per tolerance
 
@@ -116,6 +120,16 @@ def main() -> None:
             x = spec.fn(oracle, x_T, select_steps(process, n, spacing), generator=torch.Generator().manual_seed(1), **opts)
             d = mixture_distance(mix, x)
             rows["difflab " + label][budget] = (d["kl"], d["kl_se"], n)
+    search_cost: dict[str, dict[int, int]] = {}
+    for name in SEARCHED:
+        label = f"difflab {name} (searched)"
+        rows[label], search_cost[name] = {}, {}
+        for budget in args.nfe:
+            info: dict = {}
+            steps = search_steps(oracle, budget, (2,), sampler=name, batch=SEARCH_BATCH, seed=args.seed + 1,
+                                 dtype=torch.float64, callback=info.update)
+            d = mixture_distance(mix, get_sampler(name).fn(oracle, x_T, steps))
+            rows[label][budget], search_cost[name][budget] = (d["kl"], d["kl_se"], budget), info["nfe"]
     rows["difflab langevin (logsnr; levels x steps)"] = {}
     for budget in args.nfe:  # NFE = levels * n_steps_each + 1 (the final denoising step)
         levels = min(LANGEVIN_LEVELS, budget - 1)
@@ -155,6 +169,9 @@ def main() -> None:
     ratio = [f"{best['difflab'][b] / best['diffusers'][b]:.3f}" for b in args.nfe]
     print(("| " if args.markdown else "") + sep.join(["**ratio difflab / diffusers**"] + ratio) + (" |" if args.markdown else ""))
     print("\node-rk45 (adaptive; rtol = atol):", "; ".join(f"{tol:g}: NFE {nfe}, kl {kl:.4f} ± {se:.4f}" for tol, nfe, kl, se in rk45))
+    print(f"\nsearch cost (searched rows; NFE per example on a batch of {SEARCH_BATCH} x_T of seed {args.seed + 1}, "
+          "teacher 200 + refinement runs):", "; ".join(f"{name}: " + ", ".join(f"NFE {b}: {c}" for b, c in cost.items())
+                                                    for name, cost in search_cost.items()))
     if 10 in args.nfe and 20 in args.nfe:
         print(f"\nNFE 10: difflab best {best['difflab'][10]:.4f} vs diffusers best {best['diffusers'][10]:.4f} (target: <=); "
               f"diffusers best at NFE 20: {best['diffusers'][20]:.4f} (stretch target: difflab at NFE 10 <= this)")

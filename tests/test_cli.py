@@ -175,3 +175,43 @@ def test_a_closed_pipe_is_not_a_traceback():
     err = proc.stderr.read().decode()
     proc.wait(timeout=120)
     assert first and "Traceback" not in err and "BrokenPipeError" not in err, err
+
+
+def test_searched_spacing_prints_steps_that_timesteps_reproduces(trained, tmp_path, capsys):
+    """`--spacing searched` finds steps on the run's model and prints them; `--timesteps` with those steps gives the same
+    images, so the printed schedule is the one that was used; `eval` takes both options too."""
+    import numpy as np
+
+    a, b = tmp_path / "a.npz", tmp_path / "b.npz"
+    code, out, err = cli(["sample", "--run", trained, "--sampler", "unipc", "--steps", 4, "--spacing", "searched",
+                          "--search-batch", 8, "--n", 6, "--out", a], capsys)
+    assert code == 0, err
+    line = next(ln for ln in out.splitlines() if ln.startswith("searched timesteps"))
+    steps = line.split(": ")[1].split()[0]
+    ts = [int(v) for v in steps.split(",")]
+    assert len(ts) == 4 and ts[0] == 49 and ts[-1] == 0 and ts == sorted(ts, reverse=True)
+    code, out, err = cli(["sample", "--run", trained, "--sampler", "unipc", "--timesteps", steps, "--n", 6, "--out", b], capsys)
+    assert code == 0, err
+    assert np.array_equal(np.load(a)["arr_0"], np.load(b)["arr_0"])
+
+    res = tmp_path / "r.json"
+    code, out, err = cli(["eval", "--samples", trained, "--ref", "digits:test", "--features", "digits", "--metrics", "fid",
+                          "--n", 70, "--sampler", "unipc", "--timesteps", steps, "--out", res, "--quiet"], capsys)
+    assert code == 0, err
+    assert json.loads(res.read_text())["sampling"]["timesteps"] == ts
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--timesteps", "5,9"], "decreasing"),
+    (["--timesteps", "49,60,0"], "0..49"),
+    (["--timesteps", "9,a"], "comma-separated"),
+    (["--timesteps", "nope.json"], "nope.json"),
+    (["--timesteps", "9,0", "--steps", "3"], "drop --steps"),
+    (["--spacing", "searched", "--sampler", "ddpm"], "deterministic"),
+    (["--spacing", "searched", "--sampler", "unipc", "--search-batch", "0"], "--search-batch"),
+    (["--spacing", "sideways"], "unknown spacing"),
+])
+def test_bad_timesteps_are_one_line_errors(trained, tmp_path, capsys, args, needle):
+    out = tmp_path / "x.png"
+    code, _, err = cli(["sample", "--run", trained, "--n", 2, "--out", out, *args], capsys)
+    assert needle in one_line_error(code, err) and not out.exists()

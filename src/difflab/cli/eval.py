@@ -22,6 +22,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n", type=int, default=1000, help="images to sample when a set is a run folder")
     p.add_argument("--sampler", default=None, help="sampler for a run folder (default: the run's sample.sampler)")
     p.add_argument("--steps", type=int, default=None, help="sampling steps for a run folder (default: the run's sample.steps)")
+    p.add_argument("--spacing", default=None, help="timestep spacing for a run folder, as in `difflab sample` (incl. searched); default: the run's")
+    p.add_argument("--timesteps", default=None, metavar="LIST|FILE.json", help="explicit timesteps for a run folder (replaces --steps/--spacing)")
     p.add_argument("--seed", type=int, default=0, help="seed of a run's sampling (a run given as --ref uses seed + 1)")
     p.add_argument("--device", default="cpu", help="device for sampling a run and for the Inception network")
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
@@ -103,7 +105,7 @@ def _inception(args: argparse.Namespace):
 def _sampling(args: argparse.Namespace):
     from difflab.eval.inputs import SamplingOptions
 
-    return SamplingOptions(sampler=args.sampler, steps=args.steps, n=args.n, seed=args.seed,
+    return SamplingOptions(sampler=args.sampler, steps=args.steps, spacing=args.spacing, timesteps=args.timesteps, n=args.n, seed=args.seed,
                            batch_size=max(args.batch_size, 1), device=args.device)
 
 

@@ -11,7 +11,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--run", required=True, type=Path, help="run folder (newest checkpoint) or a step-N.safetensors file")
     p.add_argument("--sampler", default=None, help="sampler name (see `difflab samplers`); default: the run's sample.sampler")
     p.add_argument("--steps", type=int, default=None, help="number of sampling steps; default: the run's sample.steps")
-    p.add_argument("--spacing", default=None, help="timestep spacing: leading, trailing, linspace, quadratic, karras, logsnr, logsnr-jump (docs/samplers.md); default: the run's")
+    p.add_argument("--spacing", default=None, help="timestep spacing: leading, trailing, linspace, quadratic, karras, logsnr, logsnr-jump, "
+                                                   "or searched (found for this model and sampler first; docs/samplers.md); default: the run's")
+    p.add_argument("--timesteps", default=None, metavar="LIST|FILE.json",
+                   help="visit exactly these timesteps, e.g. 999,600,0 or a JSON list (what --spacing searched prints); replaces --steps/--spacing")
+    p.add_argument("--search-batch", type=int, default=256, help="--spacing searched: number of x_T the schedule is searched on")
     p.add_argument("--eta", type=float, default=None, help="DDIM noise (0 deterministic, 1 DDPM-like); default: the run's")
     p.add_argument("--n", type=int, default=64, help="number of images")
     p.add_argument("--batch-size", type=int, default=256, help="images per network batch")
@@ -42,8 +46,12 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"{args.out} exists; choose another --out or add --force to overwrite it")
     req = SampleRequest(run=args.run, sampler=args.sampler, steps=args.steps, spacing=args.spacing, eta=args.eta, n=args.n,
                         batch_size=args.batch_size, seed=args.seed, label=args.label, ema=not args.no_ema, device=args.device,
-                        guidance=args.guidance, scale=args.scale, classifier=args.classifier, base=args.base)
+                        guidance=args.guidance, scale=args.scale, classifier=args.classifier, base=args.base,
+                        timesteps=args.timesteps, search_batch=args.search_batch)
     result = generate(req, progress=True)
+    if result.search_nfe is not None:
+        print(f"searched timesteps ({result.search_nfe} NFE per search example): {','.join(map(str, result.timesteps))}  "
+              "(reuse them with --timesteps)")
     write_samples(args.out, result.images, result.labels)
     guided = f"  guidance: {result.guidance} scale {result.scale:g}" if result.guidance != "none" else ""
     print(f"sampler: {result.sampler}  steps: {result.steps}  NFE per image: {result.nfe}{guided}  time: {result.seconds:.1f}s")

@@ -33,6 +33,8 @@ class SamplingOptions:
 
     sampler: str | None = None  # None: the run's sample.sampler
     steps: int | None = None  # None: the run's sample.steps
+    spacing: str | None = None  # None: the run's sample.spacing; "searched" searches one (samplers/search.py)
+    timesteps: object = None  # explicit steps (a list, "a,b,c" or a .json file); replaces steps/spacing
     n: int = 1000
     seed: int = 0
     batch_size: int = 256
@@ -92,13 +94,15 @@ def sample_run(path: Path, opts: SamplingOptions, progress: bool = False) -> Ima
     """Draw opts.n images from a trained run (its EMA weights)."""
     from difflab.train.generate import SampleRequest, generate
 
-    req = SampleRequest(run=path, sampler=opts.sampler, steps=opts.steps, n=opts.n, batch_size=opts.batch_size,
-                        seed=opts.seed, device=opts.device)
+    req = SampleRequest(run=path, sampler=opts.sampler, steps=opts.steps, spacing=opts.spacing, timesteps=opts.timesteps,
+                        n=opts.n, batch_size=opts.batch_size, seed=opts.seed, device=opts.device)
     res = generate(req, progress=progress)
     if not torch.isfinite(res.images).all():
         raise UserError(f"samples of {path} contain NaN or inf: the model or sampler diverged; check the run and sampler")
     info = {"sampler": res.sampler, "steps": res.steps, "nfe": res.nfe, "seconds": round(res.seconds, 3),
-            "seed": opts.seed, "n": opts.n}
+            "seed": opts.seed, "n": opts.n, "timesteps": res.timesteps}
+    if res.search_nfe is not None:
+        info["search_nfe"] = res.search_nfe
     return ImageSet(res.images, res.labels, str(path), "run", info)
 
 

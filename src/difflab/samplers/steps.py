@@ -105,3 +105,37 @@ def plan_steps(process, n: int, spacing: str) -> list[int]:
     if not 1 <= n <= process.T:
         raise UserError(f"the number of sampling steps must be between 1 and T={process.T}; got {n}")
     return select_steps(process, n, spacing)
+
+
+def parse_timesteps(spec, T: int) -> list[int]:
+    """User-given timesteps: a sequence, 'a,b,c', or a .json file holding a list or {"timesteps": [...]} (what
+    `difflab sample --spacing searched` prints); checked to be distinct, decreasing and in 0..T-1 (UserError otherwise)."""
+    import json
+    from pathlib import Path
+
+    from difflab.errors import UserError
+
+    if isinstance(spec, (str, Path)):
+        text = str(spec).strip()
+        if text.endswith(".json"):
+            try:
+                data = json.loads(Path(text).expanduser().read_text())
+            except (OSError, json.JSONDecodeError) as e:
+                raise UserError(f"cannot read timesteps from {text}: {e}; give a JSON list or {{\"timesteps\": [...]}}") from None
+            spec = data.get("timesteps") if isinstance(data, dict) else data
+            if not isinstance(spec, list):
+                raise UserError(f"{text} holds no timesteps list; expected a JSON list or {{\"timesteps\": [...]}}")
+        else:
+            try:
+                spec = [int(v) for v in text.split(",") if v.strip()]
+            except ValueError:
+                raise UserError(f"--timesteps must be comma-separated integers such as 999,500,0 or a .json file; got {text!r}") from None
+    steps = list(spec)
+    if not steps or any(isinstance(t, bool) or not isinstance(t, (int, np.integer)) for t in steps):
+        raise UserError(f"timesteps must be a non-empty list of integers; got {steps!r}")
+    steps = [int(t) for t in steps]
+    if any(not 0 <= t < T for t in steps):
+        raise UserError(f"timesteps must lie in 0..{T - 1} (T={T}); got {steps}")
+    if any(a <= b for a, b in zip(steps, steps[1:])):
+        raise UserError(f"timesteps must be distinct and decreasing (the order a sampler visits them); got {steps}")
+    return steps

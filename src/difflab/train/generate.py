@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
 import time
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from difflab.data import save_image_grid, to_uint8_nhwc, write_npz_samples
 from difflab.denoiser import Denoiser, Prediction
 from difflab.errors import UserError
 from difflab.guidance import GUIDANCE_KINDS, ClassifierFreeGuidance, ClassifierGuidance, check_guidance_sampler
-from difflab.samplers import SamplerSpec, get_sampler, plan_steps, prior_sample
+from difflab.samplers import SamplerSpec, get_sampler, parse_timesteps, plan_steps, prior_sample, search_steps
 from difflab.train.run import LoadedRun, load_run
 
 GUIDANCE_BASES = ("auto", "cond", "uncond")
@@ -38,6 +39,11 @@ class SampleRequest:
     scale: float | None = None  # s of classifier guidance / w of classifier-free guidance; None: 1.0
     classifier: Path | None = None  # classifier run folder, for guidance "classifier"
     base: str = "auto"  # classifier guidance of the conditional ("cond") or unconditional ("uncond") prediction
+    timesteps: object = None  # explicit steps: a list, "a,b,c" or a .json file (parse_timesteps); excludes steps/spacing
+    search_batch: int = 256  # spacing "searched": x_T examples the schedule is searched on (samplers/search.py)
+
+
+SEARCHED = "searched"  # the spacing that runs search_steps on the run's own model
 
 
 @dataclasses.dataclass
@@ -50,6 +56,8 @@ class SampleResult:
     seconds: float
     guidance: str = "none"
     scale: float = 0.0
+    timesteps: list[int] = dataclasses.field(default_factory=list)  # the steps visited
+    search_nfe: int | None = None  # spacing "searched": denoiser evaluations per search example spent finding them
 
 
 class CountingDenoiser:
@@ -181,7 +189,16 @@ def generate(req: SampleRequest, progress: bool = False) -> SampleResult:
     name = req.sampler or cfg.sample.sampler
     spec = get_sampler(name)
     check_guidance_request(req, name)
-    steps = plan_steps(run.denoiser.process, req.steps or cfg.sample.steps, req.spacing or cfg.sample.spacing)
+    process = run.denoiser.process
+    spacing = req.spacing or cfg.sample.spacing
+    if req.timesteps is not None:
+        if req.steps is not None or req.spacing is not None:
+            raise UserError("--timesteps lists the steps itself: drop --steps and --spacing")
+        steps = parse_timesteps(req.timesteps, process.T)
+    elif spacing != SEARCHED:
+        steps = plan_steps(process, req.steps or cfg.sample.steps, spacing)
+    elif req.search_batch < 1:
+        raise UserError(f"--search-batch must be at least 1; got {req.search_batch}")
     clf = None
     if req.guidance == "classifier":
         from difflab.train.classifier import load_classifier
@@ -192,9 +209,22 @@ def generate(req: SampleRequest, progress: bool = False) -> SampleResult:
     options = {}
     if name == "ddim":
         options["eta"] = cfg.sample.eta if req.eta is None else req.eta
-    images, nfe, seconds = draw_samples(model.denoiser, spec, steps, (req.n, m.in_channels, m.image_size, m.image_size), labels,
+    shape = (m.in_channels, m.image_size, m.image_size)
+    search_nfe = None
+    if req.timesteps is None and spacing == SEARCHED:
+        # Searched on the model that will be sampled (guidance included), from other x_T than the samples' (seed + 1).
+        found: dict = {}
+        if progress:
+            print(f"searching {req.steps or cfg.sample.steps} timesteps for {name} on {req.search_batch} x_T "
+                  "(a teacher solve and a few hundred few-step solves; reuse the result with --timesteps)", file=sys.stderr)
+        search_labels = sample_labels(req.search_batch, model.num_classes, req.label)
+        steps = search_steps(model.denoiser, req.steps or cfg.sample.steps, shape, sampler=name, options=options,
+                             y=None if search_labels is None else search_labels.to(req.device), batch=req.search_batch,
+                             seed=req.seed + 1, device=req.device, callback=found.update)
+        search_nfe = found.get("nfe")
+    images, nfe, seconds = draw_samples(model.denoiser, spec, steps, (req.n, *shape), labels,
                                         options=options, seed=req.seed, batch_size=req.batch_size, device=req.device, progress=progress)
-    return SampleResult(images, labels, name, len(steps), nfe, seconds, model.guidance, model.scale)
+    return SampleResult(images, labels, name, len(steps), nfe, seconds, model.guidance, model.scale, list(steps), search_nfe)
 
 
 def write_samples(path: Path, images: Tensor, labels: Tensor | None) -> None:
