@@ -88,6 +88,23 @@ def local_cost(states: Tensor, D: Tensor, sigmas: Sequence[float]) -> np.ndarray
     return cost
 
 
+def check_search(T: int, sampler: str, n, grid: int | None = None, batch: int = 1) -> int:
+    """UserError unless `sampler` is deterministic with fixed steps, 2 <= n <= grid <= T and batch >= 1; returns the grid."""
+    from difflab.samplers.registry import get_sampler
+
+    spec = get_sampler(sampler)
+    grid = min(200, T) if grid is None else grid
+    if spec.stochastic or (spec.nfe is not None and spec.nfe(2, {}) is None):
+        raise UserError(f"step search needs a deterministic fixed-step sampler, not '{sampler}'; use e.g. unipc or dpmpp-2m")
+    if not 3 <= grid <= T:
+        raise UserError(f"the search grid must have 3..T={T} timesteps; got {grid}")
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 2 <= n <= grid:
+        raise UserError(f"a searched schedule needs 2 <= steps <= grid={grid}; got {n!r} (raise grid for more steps)")
+    if batch < 1:
+        raise UserError(f"the search batch must have at least 1 example; got {batch}")
+    return grid
+
+
 @torch.no_grad()
 def search_steps(
     denoiser: Denoiser,
@@ -112,15 +129,7 @@ def search_steps(
 
     p = denoiser.process
     spec = get_sampler(sampler)
-    grid = min(200, p.T) if grid is None else grid
-    if spec.stochastic or (spec.nfe is not None and spec.nfe(n, {}) is None):
-        raise UserError(f"step search needs a deterministic fixed-step sampler, not '{sampler}'; use e.g. unipc or dpmpp-2m")
-    if not 3 <= grid <= p.T:
-        raise UserError(f"the search grid must have 3..T={p.T} timesteps; got {grid}")
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 2 <= n <= grid:
-        raise UserError(f"a searched schedule needs 2 <= steps <= grid={grid}; got {n!r} (raise grid for more steps)")
-    if batch < 1:
-        raise UserError(f"the search batch must have at least 1 example; got {batch}")
+    grid = check_search(p.T, sampler, n, grid, batch)
     if y is not None and len(y) != batch:
         raise UserError(f"y must hold one label per search example ({batch}); got {len(y)}")
     n, options = int(n), dict(options or {})

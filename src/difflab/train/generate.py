@@ -17,6 +17,7 @@ from difflab.denoiser import Denoiser, Prediction
 from difflab.errors import UserError
 from difflab.guidance import GUIDANCE_KINDS, ClassifierFreeGuidance, ClassifierGuidance, check_guidance_sampler
 from difflab.samplers import SamplerSpec, get_sampler, parse_timesteps, plan_steps, prior_sample, search_steps
+from difflab.samplers.search import check_search
 from difflab.train.run import LoadedRun, load_run
 
 GUIDANCE_BASES = ("auto", "cond", "uncond")
@@ -199,6 +200,8 @@ def generate(req: SampleRequest, progress: bool = False) -> SampleResult:
         steps = plan_steps(process, req.steps or cfg.sample.steps, spacing)
     elif req.search_batch < 1:
         raise UserError(f"--search-batch must be at least 1; got {req.search_batch}")
+    else:
+        check_search(process.T, name, req.steps or cfg.sample.steps)
     clf = None
     if req.guidance == "classifier":
         from difflab.train.classifier import load_classifier
