@@ -69,11 +69,13 @@ def test_fixed_and_learned_variances(setup):
     tt = t[t > 0]
     assert torch.allclose(small.log_var[t > 0][:, 0, 0, 0], p.beta_tilde[tt].log())
     assert torch.allclose(large.log_var[t > 0][:, 0, 0, 0], p.betas[tt].log())
-    # learned_range: v = +1 -> log beta, v = -1 -> log beta_tilde (Nichol & Dhariwal Eq. 15)
-    for v, ref in ((1.0, large), (-1.0, small)):
+    # learned_range: v = +1 -> log beta_t, v = -1 -> log beta_tilde_t (clipped) (Nichol & Dhariwal Eq. 15) at every t;
+    # unlike fixed_large, the final step keeps beta_1 as its upper end (beta_tilde_1 is only fixed_large's stand-in).
+    for v, ref in ((1.0, p.betas[t].log()), (-1.0, small.log_var[:, 0, 0, 0])):
         out = torch.cat([eps, torch.full_like(eps, v)], 1)
         lr = ModelDenoiser(TargetNet(out), p, DenoiserConfig(var_type="learned_range"))(xt, t)
-        assert torch.allclose(lr.log_var, ref.log_var)
+        assert torch.allclose(lr.log_var, ref.view(-1, 1, 1, 1).expand_as(lr.log_var))
+    assert (t == 0).any()  # the case that differs between fixed_large and learned_range is covered
     out = torch.cat([eps, torch.full_like(eps, -3.0)], 1)
     learned = ModelDenoiser(TargetNet(out), p, DenoiserConfig(var_type="learned"))(xt, t)
     assert torch.all(learned.log_var == -3.0)

@@ -126,13 +126,15 @@ class ModelDenoiser:
         log_small = bcast(p.posterior_log_var_clipped(t, s), x)
         if kind == "fixed_small":
             return log_small.expand_as(x)
-        # 'fixed large' uses beta_t, but beta_tilde_1 at the final step, as improved DDPM does, so L_0 stays finite.
         large = p.transition_var(t, s)
-        large = torch.where(torch.as_tensor(s) < 0, p.posterior_var(torch.ones_like(t), torch.zeros_like(t)), large)
-        log_large = bcast(large.log(), x)
         if kind == "fixed_large":
-            return log_large.expand_as(x)
+            # beta_t, but beta_tilde_1 at the final step, as improved DDPM does, so L_0 stays finite.
+            large = torch.where(torch.as_tensor(s) < 0, p.posterior_var(torch.ones_like(t), torch.zeros_like(t)), large)
+            return bcast(large.log(), x).expand_as(x)
         if kind == "learned":
             return var_out
+        # learned_range interpolates between log beta_tilde_t (clipped) and log beta_t at every t, the final step
+        # included (Nichol & Dhariwal 2021, Eq. 15): its range there is [log beta_tilde_1, log beta_1], not a point.
+        log_large = bcast(large.log(), x)
         frac = (var_out + 1) / 2
         return frac * log_large + (1 - frac) * log_small
