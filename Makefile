@@ -24,6 +24,9 @@ $(STAMP): $(PY) pyproject.toml
 
 $(TEST_STAMP): $(STAMP)
 	$(PIP) install --quiet -e '.[test]'
+	# guided-diffusion's code (a PyPI packaging of a fork), a test-only reference for tests/test_guided_*.py;
+	# its blobfile dependency is not needed for the modules the tests import.
+	$(PIP) install --quiet --no-deps guided_diffusion_sdk==1.0.0
 	touch $@
 
 install: $(STAMP)

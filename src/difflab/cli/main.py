@@ -10,11 +10,11 @@ from difflab.errors import UserError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from difflab.cli import ablation, classifier, compare, demo, eval, info, interpolate, restore, sample, sweep, train
+    from difflab.cli import ablation, classifier, compare, demo, eval, importer, info, interpolate, restore, sample, sweep, train
 
     parser = argparse.ArgumentParser(prog="difflab", description="Train, sample, guide and evaluate pixel diffusion models.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (train, sample, info, demo, eval, classifier, sweep, compare, ablation, restore, interpolate):
+    for module in (train, sample, info, demo, eval, classifier, sweep, compare, ablation, restore, interpolate, importer):
         module.register(sub)
     return parser
 

@@ -1,0 +1,40 @@
+"""`difflab import guided-diffusion`: turn a released guided-diffusion checkpoint (.pt) into a difflab run folder."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("import", help="import a checkpoint of another codebase as a run folder",
+                       description="Import released checkpoints of other codebases as difflab run folders (docs/import.md).")
+    actions = p.add_subparsers(dest="source", metavar="SOURCE", required=True)
+    g = actions.add_parser(
+        "guided-diffusion", help="an openai/guided-diffusion .pt (ADM model or noise-aware classifier)",
+        description="Check a guided-diffusion state dict against a difflab preset (every key and shape) and write a run folder "
+                    "that `difflab sample --run` (model) or `--classifier` (classifier) accepts. Released file names select "
+                    "their preset, kind and noise schedule; see docs/import.md.",
+    )
+    g.add_argument("--checkpoint", required=True, type=Path, help="the .pt file, e.g. 64x64_diffusion.pt (loaded with weights_only=True)")
+    g.add_argument("--preset", default=None, help="difflab preset of the network, e.g. adm-imagenet64 or adm-imagenet64-clf; "
+                                                  "default: the release's with this file name")
+    g.add_argument("--kind", choices=("model", "classifier"), default=None, help="diffusion model or noise-aware classifier; default: the release's, else model")
+    g.add_argument("--out", required=True, type=Path, help="run folder to write (config.json, checkpoints/step-0.*)")
+    g.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a key of the run config, e.g. --set process.schedule=cosine or --set model.dropout=0 (repeatable)")
+    g.add_argument("--force", action="store_true", help="replace a run already in --out")
+    g.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from difflab.train.importer import import_guided_checkpoint
+
+    out = import_guided_checkpoint(args.checkpoint, args.out, preset=args.preset, kind=args.kind, overrides=args.overrides,
+                                  force=args.force)
+    import json
+
+    is_classifier = json.loads((out / "checkpoints" / "step-0.json").read_text()).get("kind") == "classifier"
+    use = f"difflab sample --guidance classifier --classifier {out} ..." if is_classifier else f"difflab sample --run {out} --out samples.png"
+    print(f"imported {args.checkpoint.name} -> {out}  (use: {use})")
+    return 0
