@@ -276,3 +276,21 @@ def test_classifier_run_as_a_feature_source(runs, tmp_path, capsys):
     assert np.isfinite(res["fid"]) and 0 <= res["precision"] <= 1
     with pytest.raises(UserError, match="takes 1x8x8"):
         ext.extract(torch.zeros(2, 3, 8, 8))
+
+
+def test_classifier_resume_refuses_a_changed_model_and_continues_a_longer_run(runs, tmp_path, capsys):
+    """--resume of a classifier run: a different model section is a one-line error; more train.steps continue it."""
+    import shutil
+
+    from conftest import cli, one_line_error
+
+    run = tmp_path / "clf"
+    shutil.copytree(runs["clf"], run)
+    code, _, err = cli(["classifier", "train", "--data", "digits", "--out", run, "--resume", "--quiet",
+                        *sets(CLF_SETS + ["model.model_channels=16"])], capsys)
+    assert "'model' section differs" in one_line_error(code, err)
+    steps = int(next(s for s in CLF_SETS if s.startswith("train.steps=")).split("=")[1])
+    code, _, err = cli(["classifier", "train", "--data", "digits", "--out", run, "--resume", "--quiet",
+                        *sets(CLF_SETS + [f"train.steps={steps + 1}"])], capsys)
+    assert code == 0, err
+    assert (run / "checkpoints" / f"step-{steps + 1}.safetensors").exists()

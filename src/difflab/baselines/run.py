@@ -24,9 +24,8 @@ from difflab.errors import UserError
 from difflab.nets.dcgan import DCGAN
 from difflab.nets.vae import VAE
 from difflab.train.checkpoint import load_checkpoint, unflatten
-from difflab.train.dist import init_distributed, local_rank_from_env, resolve_device, shutdown
 from difflab.train.plots import plot_metrics
-from difflab.train.run import find_checkpoint, prepare_run_dir
+from difflab.train.run import find_checkpoint, training_session
 from difflab.train.trainer import RunPaths, Trainer
 
 PLOT_KEYS = {"vae": ("loss", "rec", "kl", "decoder_std"), "dcgan": ("loss_d", "loss_g", "d_real", "d_fake")}
@@ -59,17 +58,8 @@ def train_baseline_run(cfg: BaselineRunConfig, out: Path, *, resume: bool = Fals
     """
     if cfg.kind not in BASELINE_KINDS:
         raise UserError(f"unknown baseline kind {cfg.kind!r}; valid: {', '.join(BASELINE_KINDS)}")
-    device = resolve_device(cfg.train.device, local_rank_from_env())
-    dist = init_distributed(device)
-    try:
-        if dist.is_main:
-            prepare_run_dir(out, resume, force)
-        if resume:
-            saved = json.loads((out / "config.json").read_text())
-            for key in ("kind", "data", "model"):
-                mine = getattr(cfg, key)
-                if saved.get(key) != (mine if isinstance(mine, str) else to_dict(mine)):
-                    raise UserError(f"--resume: the '{key}' section differs from the run's config.json; only train.*, sample.* and eval.* may change on resume")
+    with training_session(cfg, out, resume=resume, force=force, frozen=("kind", "data", "model"),
+                          changeable="train.*, sample.* and eval.*") as (device, dist):
         data = load_dataset(dataclasses.replace(cfg.data, labels="ignore"))
         _check_data(cfg, data.x)
         paths = RunPaths(out)
@@ -91,8 +81,6 @@ def train_baseline_run(cfg: BaselineRunConfig, out: Path, *, resume: bool = Fals
             if cfg.kind == "vae" and (trainer.step == cfg.train.steps or trainer.stopped_by_budget):
                 report_elbo(cfg, trainer.ema.shadow, out, trainer.step)
         return out
-    finally:
-        shutdown(dist)
 
 
 def report_elbo(cfg: VAERunConfig, model: VAE, out: Path, step: int) -> dict:

@@ -25,9 +25,8 @@ from difflab.nets.classifier import ClassifierConfig, NoisyClassifierNet, classi
 from difflab.process import NoiseProcess, ProcessConfig, build_process
 from difflab.train.checkpoint import load_checkpoint, unflatten
 from difflab.train.config import TrainConfig
-from difflab.train.dist import init_distributed, local_rank_from_env, resolve_device, shutdown
 from difflab.train.plots import plot_metrics
-from difflab.train.run import find_checkpoint, prepare_run_dir
+from difflab.train.run import find_checkpoint, training_session
 from difflab.train.trainer import RunPaths, Trainer
 
 RUN_KIND = "classifier"  # stored in every checkpoint's JSON, so a diffusion run is never loaded as a classifier
@@ -170,16 +169,8 @@ def write_accuracy_report(out: Path, rows: list[dict], meta: dict) -> Path:
 def train_classifier_run(cfg: ClassifierRunConfig, out: Path, *, resume: bool = False, force: bool = False,
                          progress: bool = True, stop_at: int | None = None) -> Path:
     """Train the noise-aware classifier `cfg` into the run folder `out`, then write its accuracy-vs-t report."""
-    device = resolve_device(cfg.train.device, local_rank_from_env())
-    dist = init_distributed(device)
-    try:
-        if dist.is_main:
-            prepare_run_dir(out, resume, force)
-        if resume:
-            saved = json.loads((out / "config.json").read_text())
-            for key in ("data", "model", "process"):
-                if saved.get(key) != to_dict(getattr(cfg, key)):
-                    raise UserError(f"--resume: the '{key}' section differs from the run's config.json; only train.* and eval.* may change on resume")
+    with training_session(cfg, out, resume=resume, force=force, frozen=("data", "model", "process"),
+                          changeable="train.* and eval.*") as (device, dist):
         data = load_dataset(dataclasses.replace(cfg.data, labels="require"))
         m = cfg.model
         if data.x.shape[1] != m.in_channels or data.x.shape[-1] != m.image_size:
@@ -207,8 +198,6 @@ def train_classifier_run(cfg: ClassifierRunConfig, out: Path, *, resume: bool = 
                 ema_net = trainer.ema.shadow.to("cpu").eval()
                 report_accuracy(cfg, NetClassifier(ema_net, process, m.num_classes), out, trainer.step)
         return out
-    finally:
-        shutdown(dist)
 
 
 def report_accuracy(cfg: ClassifierRunConfig, classifier: NetClassifier, out: Path, step: int) -> dict:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import shutil
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -17,7 +19,7 @@ from difflab.nets import build_unet
 from difflab.process import build_process
 from difflab.train.checkpoint import list_checkpoints, load_checkpoint, unflatten
 from difflab.train.config import RunConfig
-from difflab.train.dist import init_distributed, local_rank_from_env, resolve_device, shutdown
+from difflab.train.dist import DistInfo, init_distributed, local_rank_from_env, resolve_device, shutdown
 from difflab.train.plots import plot_metrics
 from difflab.train.task import DiffusionTask
 from difflab.train.trainer import RunPaths, Trainer
@@ -47,6 +49,34 @@ def prepare_run_dir(out: Path, resume: bool, force: bool) -> None:
                 p.unlink()
 
 
+@contextlib.contextmanager
+def training_session(cfg, out: Path, *, resume: bool, force: bool, frozen: Sequence[str],
+                     changeable: str) -> Iterator[tuple[torch.device, DistInfo]]:
+    """What every training run does around its Trainer; yields (device, dist).
+
+    Picks the device, joins torchrun's process group (a no-op for one process), checks the run folder (never
+    clobbered; on --resume the `frozen` sections of `cfg` must equal the run's config.json, since only the
+    `changeable` ones may differ), and leaves the process group however the run ends.
+    """
+    device = resolve_device(cfg.train.device, local_rank_from_env())
+    dist = init_distributed(device)
+    try:
+        if dist.is_main:
+            prepare_run_dir(out, resume, force)
+        if resume:
+            saved = json.loads((out / "config.json").read_text())
+            for key in frozen:
+                mine = getattr(cfg, key)
+                mine = mine if isinstance(mine, str) else to_dict(mine)
+                # A section newer than the run (e.g. `condition`) is absent from its config.json: it had the default.
+                default = None if isinstance(getattr(cfg, key), str) else to_dict(type(getattr(cfg, key))())
+                if saved.get(key, default) != mine:
+                    raise UserError(f"--resume: the '{key}' section differs from the run's config.json; only {changeable} may change on resume")
+        yield device, dist
+    finally:
+        shutdown(dist)
+
+
 def build_model(cfg: RunConfig, num_classes: int | None = None) -> torch.nn.Module:
     """The network of a run; seeds torch's global RNG from train.seed first, so initialisation is reproducible."""
     torch.manual_seed(cfg.train.seed)
@@ -71,19 +101,9 @@ def train_run(cfg: RunConfig, out: Path, *, resume: bool = False, force: bool = 
     """Train a diffusion model described by `cfg` into the run folder `out`; returns `out`.
 
     `budget_seconds`: stop after that many seconds of `budget_clock` (default wall-clock), with a final checkpoint; see `Trainer.fit`."""
-    device = resolve_device(cfg.train.device, local_rank_from_env())
-    dist = init_distributed(device)
-    try:
-        if dist.is_main:
-            prepare_run_dir(out, resume, force)
-        if resume:
-            saved = json.loads((out / "config.json").read_text())
-            # Training keys may change on resume (e.g. more steps); the model and the math may not.
-            for key in ("data", "model", "process", "denoiser", "loss"):
-                if saved.get(key) != to_dict(getattr(cfg, key)):
-                    raise UserError(f"--resume: the '{key}' section differs from the run's config.json; only train.* and sample.* may change on resume")
-            if saved.get("condition", to_dict(type(cfg.condition)())) != to_dict(cfg.condition):  # runs older than `condition` have none
-                raise UserError("--resume: the 'condition' section differs from the run's config.json; only train.* and sample.* may change on resume")
+    # Training keys may change on resume (e.g. more steps); the model and the math may not.
+    with training_session(cfg, out, resume=resume, force=force, frozen=("data", "model", "process", "denoiser", "loss", "condition"),
+                          changeable="train.* and sample.*") as (device, dist):
         data = load_dataset(cfg.data)
         check_data_fits_model(cfg, data.x, data.num_classes)
         paths = RunPaths(out)
@@ -103,8 +123,6 @@ def train_run(cfg: RunConfig, out: Path, *, resume: bool = False, force: bool = 
         if dist.is_main and paths.metrics.exists():
             plot_metrics(paths.metrics, paths.plots / "loss.png")
         return out
-    finally:
-        shutdown(dist)
 
 
 @dataclasses.dataclass
