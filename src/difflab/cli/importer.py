@@ -1,4 +1,5 @@
-"""`difflab import guided-diffusion`: turn a released guided-diffusion checkpoint (.pt) into a difflab run folder."""
+"""`difflab import guided-diffusion | improved-diffusion`: turn a released checkpoint (.pt) of openai/guided-diffusion
+(Dhariwal & Nichol 2021) or openai/improved-diffusion (Nichol & Dhariwal 2021) into a difflab run folder."""
 
 from __future__ import annotations
 
@@ -26,6 +27,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--force", action="store_true", help="replace a run already in --out")
     g.set_defaults(func=run)
 
+    i = actions.add_parser(
+        "improved-diffusion", help="an openai/improved-diffusion .pt (improved DDPM model, e.g. cifar10_uncond_50M_500K.pt)",
+        description="Check an improved-diffusion state dict against the flags of its release (every key and shape) and write "
+                    "a run folder that `difflab sample --run`, `difflab nll` and `difflab eval` accept. Released file names "
+                    "select their preset (architecture, T, schedule, rescaled timesteps); see docs/import.md.",
+    )
+    i.add_argument("--checkpoint", required=True, type=Path, help="the .pt file, e.g. cifar10_uncond_50M_500K.pt (loaded with weights_only=True)")
+    i.add_argument("--preset", default=None, help="the release's flags, e.g. iddpm-cifar10 or iddpm-imagenet64-cond; "
+                                                  "default: the release's with this file name")
+    i.add_argument("--out", required=True, type=Path, help="run folder to write (config.json, checkpoints/step-0.*)")
+    i.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a key of the run config, e.g. --set model.num_heads=1 or --set process.schedule=linear (repeatable)")
+    i.add_argument("--force", action="store_true", help="replace a run already in --out")
+    i.set_defaults(func=run_improved)
+
 
 def run(args: argparse.Namespace) -> int:
     from difflab.train.importer import import_guided_checkpoint
@@ -37,4 +53,12 @@ def run(args: argparse.Namespace) -> int:
     is_classifier = json.loads((out / "checkpoints" / "step-0.json").read_text()).get("kind") == "classifier"
     use = f"difflab sample --guidance classifier --classifier {out} ..." if is_classifier else f"difflab sample --run {out} --out samples.png"
     print(f"imported {args.checkpoint.name} -> {out}  (use: {use})")
+    return 0
+
+
+def run_improved(args: argparse.Namespace) -> int:
+    from difflab.train.importer_improved import import_improved_checkpoint
+
+    out = import_improved_checkpoint(args.checkpoint, args.out, preset=args.preset, overrides=args.overrides, force=args.force)
+    print(f"imported {args.checkpoint.name} -> {out}  (use: difflab sample --run {out} --out samples.png, difflab nll --run {out} ...)")
     return 0

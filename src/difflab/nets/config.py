@@ -43,6 +43,7 @@ class UNetConfig:
     time_embed_dim: Optional[int] = field(None, help="width of the timestep (+ label) embedding; null = 4 * model_channels")
     time_embed_flip_sin_to_cos: bool = field(True, help="sinusoidal timestep features as [cos, sin] (ADM) instead of [sin, cos] (DDPM)")
     time_embed_freq_shift: int = field(0, help="frequencies exp(-ln(10000) k / (half - shift)): 0 for ADM, 1 for DDPM / diffusers")
+    timestep_scale: float = field(1.0, help="the time input is t * timestep_scale before the sinusoidal features: 1000 / process.T reproduces improved-diffusion's --rescale_timesteps True (Nichol & Dhariwal 2021; 0.25 at T = 4000); 1 = the step index")
     use_checkpoint: bool = field(False, help="gradient checkpointing per block: less activation memory, about 30% more compute")
 
     def __post_init__(self) -> None:
@@ -79,6 +80,8 @@ class UNetConfig:
             raise UserError("model.class_dropout_null needs a class-conditional model; set model.num_classes")
         if self.time_embed_dim is not None and self.time_embed_dim < 1:
             raise UserError(f"model.time_embed_dim must be >= 1 or null (= 4 * model_channels); got {self.time_embed_dim}")
+        if not self.timestep_scale > 0:
+            raise UserError(f"model.timestep_scale must be > 0 (1000 / process.T for improved-diffusion's rescaled timesteps, else 1); got {self.timestep_scale}")
         if self.time_embed_freq_shift >= self.model_channels // 2:
             raise UserError(f"model.time_embed_freq_shift {self.time_embed_freq_shift} must be < model_channels / 2; use 0 or 1")
         self._check_heads()

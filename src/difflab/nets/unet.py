@@ -108,6 +108,10 @@ class UNet(nn.Module):
         t = torch.as_tensor(t, device=self.time_embed[0].weight.device)
         if t.ndim == 0:
             t = t.expand(batch)
+        if cfg.timestep_scale != 1.0:
+            # improved-diffusion's rescale_timesteps: the network saw float32 t * 1000 / T for the original step t, also
+            # after respacing (its _WrappedModel maps to the original step first); callers here always pass original steps.
+            t = t.float() * cfg.timestep_scale
         features = timestep_embedding(
             t, cfg.model_channels, flip_sin_to_cos=cfg.time_embed_flip_sin_to_cos, freq_shift=cfg.time_embed_freq_shift
         )

@@ -1,4 +1,5 @@
-"""Import openai/guided-diffusion checkpoints (Dhariwal & Nichol 2021) into difflab run folders.
+"""Import openai/guided-diffusion checkpoints (Dhariwal & Nichol 2021) into difflab run folders; the reading, checking
+and writing here also serve openai/improved-diffusion's (`difflab.train.importer_improved`).
 
 The released `.pt` files are PyTorch state dicts whose keys are the module names of guided-diffusion's
 `UNetModel` / `EncoderUNetModel`. difflab's `UNet` and `NoisyClassifierNet` use the same names and shapes
@@ -6,7 +7,7 @@ The released `.pt` files are PyTorch state dicts whose keys are the module names
 tensors without unpickling code, check every key and shape against a difflab config, and write a run folder
 (config.json + checkpoints/step-0.{safetensors,json}) that `load_run` / `load_classifier` accept.
 The config mappings below are pure functions of guided-diffusion's constructor arguments; this module never
-imports guided-diffusion. It lives in train/ because it writes run folders (train.run, train.checkpoint).
+imports it. It lives in train/ because it writes run folders (train.run, train.checkpoint).
 """
 
 from __future__ import annotations
@@ -237,8 +238,6 @@ def import_guided_checkpoint(checkpoint: str | Path, out: str | Path, *, preset:
     both model.* and ema.* of checkpoints/step-0 (released files hold the EMA weights), so `--no-ema` works too.
     Refuses a folder that already holds a run unless `force` (the rule of `difflab train`).
     """
-    from difflab.configs import save_json, to_dict
-    from difflab.train.checkpoint import flatten, save_checkpoint
     from difflab.train.run import prepare_run_dir
 
     checkpoint, out = Path(checkpoint), Path(out)
@@ -247,6 +246,10 @@ def import_guided_checkpoint(checkpoint: str | Path, out: str | Path, *, preset:
     if kind not in ("model", "classifier"):
         raise UserError(f"--kind must be 'model' or 'classifier'; got {kind!r}")
     if preset is None:
+        from difflab.train.importer_improved import IMPROVED_RELEASES  # here: that module builds on this one
+
+        if checkpoint.name in IMPROVED_RELEASES:
+            raise UserError(f"{checkpoint.name} is an improved-diffusion release; import it with `difflab import improved-diffusion`")
         if release is None or release.kind != kind:
             raise UserError(f"{checkpoint.name} is not a released file name ({', '.join(RELEASES)}); give --preset")
         preset = release.preset
@@ -257,11 +260,15 @@ def import_guided_checkpoint(checkpoint: str | Path, out: str | Path, *, preset:
     prepare_run_dir(out, resume=False, force=force)  # before reading gigabytes: a clobbered run is the costlier mistake
     state = read_state_dict(checkpoint)
     check_state_dict(state, kind, cfg.model, str(checkpoint))
-    meta: dict[str, Any] = {
-        "step": 0,
-        "config": to_dict(cfg),
-        "imported": {"from": "guided-diffusion", "checkpoint": checkpoint.name, "bytes": checkpoint.stat().st_size},
-    }
+    return _write_run(out, cfg, state, kind, {"from": "guided-diffusion", "checkpoint": checkpoint.name, "bytes": checkpoint.stat().st_size})
+
+
+def _write_run(out: Path, cfg: Any, state: Mapping[str, Tensor], kind: Kind, imported: dict[str, Any]) -> Path:
+    """config.json + checkpoints/step-0 with the weights as both model.* and ema.* (released files hold EMA weights)."""
+    from difflab.configs import save_json, to_dict
+    from difflab.train.checkpoint import flatten, save_checkpoint
+
+    meta: dict[str, Any] = {"step": 0, "config": to_dict(cfg), "imported": imported}
     if kind == "classifier":
         from difflab.train.classifier import RUN_KIND
 
