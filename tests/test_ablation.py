@@ -89,6 +89,7 @@ def test_a_rising_loss_is_a_divergence(tmp_path):
     (["--steps", "2", "--cell-set", "eps-simple"], "CELL:KEY=VALUE"),
     (["--steps", "2", "--set", "train.nope=1"], "train.nope"),
     (["--steps", "2", "--n", "1"], "--n"),
+    (["--steps", "2", "--n", "50"], "at least 65 samples (--n)"),  # FID on the 64-d digits features, before training
     (["--steps", "2", "--force", "--reuse"], "contradict"),
 ])
 def test_bad_input_is_a_one_line_error(tmp_path, capsys, extra, needle):
@@ -103,3 +104,13 @@ def test_existing_ablation_is_not_overwritten(tmp_path, capsys):
     code = main(["ablation", "ddpm", "--steps", "2", "--out", str(tmp_path / "abl"), "--quiet"])
     assert "--reuse" in _one_line_error(code, capsys.readouterr().err)
     assert (tmp_path / "abl" / "ablation.md").read_text() == "keep"
+
+
+def test_a_bad_request_with_force_deletes_nothing(tmp_path, capsys):
+    """--force replaces a report only once the request is known to be valid: a too-small --n keeps the old one."""
+    (tmp_path / "abl" / "cells").mkdir(parents=True)
+    (tmp_path / "abl" / "ablation.md").write_text("keep")
+    code = main(["ablation", "ddpm", "--steps", "2", "--n", "50", "--force", "--out", str(tmp_path / "abl"),
+                 "--cache-dir", str(tmp_path / "c"), "--quiet"])
+    assert "--n" in _one_line_error(code, capsys.readouterr().err)
+    assert (tmp_path / "abl" / "ablation.md").read_text() == "keep" and (tmp_path / "abl" / "cells").is_dir()

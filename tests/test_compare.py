@@ -99,6 +99,8 @@ def test_open_run_kinds(runs):
     (["--budget", "1"], "--data"),
     (["--runs", "RUN", "--budget", "1", "--data", "digits"], "not both"),
     (["--runs", "RUN", "--n", "1"], "--n"),
+    (["--runs", "RUN", "--n", "50"], "at least 65 samples (--n)"),  # FID on the 64-d digits features
+    (["--data", "digits", "--budget", "1", "--n", "50"], "at least 65 samples (--n)"),  # before any training
     (["--runs", "RUN", "--trilemma-steps", "0,5"], "--trilemma-steps"),
     (["--data", "digits", "--budget", "1", "--trilemma-steps", "x"], "integers"),  # before any training
     (["--data", "digits", "--budget", "1", "--features", "magic"], "feature source"),
@@ -110,7 +112,7 @@ def test_bad_input_is_a_one_line_error(runs, cache, tmp_path, capsys, extra, nee
     extra = [str(runs[0]) if a == "RUN" else str(tmp_path / "missing") if a == "MISSING" else a for a in extra]
     code = main(["compare", *extra, "--cache-dir", str(cache), "--out", str(tmp_path / "rep"), "--quiet"])
     assert needle in _one_line_error(code, capsys.readouterr().err)
-    assert not (tmp_path / "rep" / "table.md").exists()
+    assert not (tmp_path / "rep" / "table.md").exists() and not (tmp_path / "rep" / "runs").exists()
 
 
 def test_a_folder_without_a_run_or_checkpoint(tmp_path, cache, capsys):

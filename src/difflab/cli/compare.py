@@ -73,9 +73,12 @@ def run(args: argparse.Namespace) -> int:
     if args.budget is not None:
         from difflab.eval.sources import build_extractor, parse_feature_source
 
+        from difflab.eval.evaluate import check_enough_for_fid
+        from difflab.experiments.scoring import METRICS
+
         parse_feature_source(args.features)  # fail before training on a bad --features
-        if args.features == "digits":  # ... or when the digits classifier cannot be built
-            build_extractor("digits", cache_dir=cache)
+        if args.features == "digits":  # ... or when the digits classifier cannot be built, or --n is too small for it
+            check_enough_for_fid(METRICS, build_extractor("digits", cache_dir=cache), args.n, "samples (--n)", fix="Raise --n")
         runs_dir = args.out / "runs"
         print(f"training {', '.join(BUDGET_RUNS)} on {args.data} for {args.budget:g} min ({args.clock} clock) each -> {runs_dir}")
         facts = train_with_budget(args.data, 60 * args.budget, runs_dir, clock=args.clock, checkpoints=8 if args.curve else 0,

@@ -78,14 +78,14 @@ def check_metrics_supported(metrics: tuple[str, ...], source: str, keys: tuple[s
                             f"(it gives {', '.join(keys)}){hint}")
 
 
-def check_enough_for_fid(metrics: tuple[str, ...], extractor, n: int, what: str) -> None:
+def check_enough_for_fid(metrics: tuple[str, ...], extractor, n: int, what: str, fix: str | None = None) -> None:
     """FID/sFID need more samples than feature dimensions (a full-rank covariance); say how many."""
     for m in ("fid", "sfid"):
         if m in metrics:
             d = extractor.dims[FEATURE_KEY[m]]
             if n <= d:
                 raise UserError(f"{m} on {extractor.name} features ({d}-d) needs at least {d + 1} {what}; got {n}. "
-                                f"Use more {what} or drop {m} from --metrics")
+                                + (fix or f"Use more {what} or drop {m} from --metrics"))
 
 
 def _class_summary(logits: np.ndarray, labels, num_classes: int) -> dict:

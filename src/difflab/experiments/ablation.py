@@ -207,16 +207,17 @@ def run_ablation(req: AblationRequest, progress: bool = False, log=print) -> dic
 
     cells = check_request(req)
     out = Path(req.out)
+    first = cell_config(req, cells[0])
+    ref = req.ref or f"{first.data.name}:test"
+    m = first.model
+    # The scorer validates features, reference and --n: a bad request fails here, before --force deletes anything.
+    scorer = Scorer(req.features, ref, (m.in_channels, m.image_size, m.image_size), cache_dir=req.cache_dir, n=req.n, seed=req.seed,
+                    progress=progress)
     if req.force and out.exists():
         for f in REPORT_FILES:
             (out / f).unlink(missing_ok=True)
         shutil.rmtree(out / "cells", ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
-    first = cell_config(req, cells[0])
-    ref = req.ref or f"{first.data.name}:test"
-    m = first.model
-    scorer = Scorer(req.features, ref, (m.in_channels, m.image_size, m.image_size), cache_dir=req.cache_dir, n=req.n, seed=req.seed,
-                    progress=progress)
     nll_data = f"{first.data.name}:test"  # held-out images, shaped like the training data
     x_nll = load_dataset(parse_data_spec(nll_data, first.data)).x[:req.nll_n]
     rows, samples = [], []
