@@ -9,6 +9,8 @@ With L = log2(image_size / start_size) and widths doubling towards the small end
   D  64x64xC -> 32x32x64 -> 16x16x128 -> 8x8x256 -> 4x4x512 -> conv (start_size kernel) -> 1 logit
 
 which is the paper's LSUN architecture (Fig. 1) as in PyTorch's DCGAN example. Smaller images drop levels.
+Batch norm is `difflab.nets.norm.BatchNorm2d`: nn.BatchNorm2d in one process, statistics over all ranks under DDP
+(so N ranks train what one process trains on the same global batch).
 The nets only map tensors; the non-saturating losses live in `difflab.baselines.gan`.
 """
 
@@ -22,6 +24,7 @@ from torch import Tensor, nn
 
 from difflab.configs import field
 from difflab.errors import UserError
+from difflab.nets.norm import BatchNorm2d
 
 
 @dataclass(frozen=True)
@@ -66,9 +69,9 @@ class DCGANGenerator(nn.Module):
         L, s0 = cfg.levels, cfg.start_size
         widths = [cfg.g_channels * 2 ** (L - 1 - i) for i in range(L)]  # at s0, 2 s0, ..., image_size / 2
         # The projection of z: a convT with an s0 x s0 kernel on a 1x1 map (Radford et al.'s "fully connected" first layer).
-        layers: list[nn.Module] = [nn.ConvTranspose2d(cfg.latent_dim, widths[0], s0, 1, 0, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU(True)]
+        layers: list[nn.Module] = [nn.ConvTranspose2d(cfg.latent_dim, widths[0], s0, 1, 0, bias=False), BatchNorm2d(widths[0]), nn.ReLU(True)]
         for a, b in zip(widths[:-1], widths[1:]):
-            layers += [nn.ConvTranspose2d(a, b, 4, 2, 1, bias=False), nn.BatchNorm2d(b), nn.ReLU(True)]
+            layers += [nn.ConvTranspose2d(a, b, 4, 2, 1, bias=False), BatchNorm2d(b), nn.ReLU(True)]
         layers += [nn.ConvTranspose2d(widths[-1], cfg.in_channels, 4, 2, 1, bias=False), nn.Tanh()]
         self.net = nn.Sequential(*layers)
         self.apply(dcgan_init)
@@ -86,7 +89,7 @@ class DCGANDiscriminator(nn.Module):
         widths = [cfg.d_channels * 2**i for i in range(L)]  # at image_size / 2, ..., s0
         layers: list[nn.Module] = [nn.Conv2d(cfg.in_channels, widths[0], 4, 2, 1, bias=False), nn.LeakyReLU(0.2, True)]
         for a, b in zip(widths[:-1], widths[1:]):
-            layers += [nn.Conv2d(a, b, 4, 2, 1, bias=False), nn.BatchNorm2d(b), nn.LeakyReLU(0.2, True)]
+            layers += [nn.Conv2d(a, b, 4, 2, 1, bias=False), BatchNorm2d(b), nn.LeakyReLU(0.2, True)]
         layers += [nn.Conv2d(widths[-1], 1, s0, 1, 0, bias=False)]  # the flattened last map -> one logit
         self.net = nn.Sequential(*layers)
         self.apply(dcgan_init)
