@@ -24,24 +24,9 @@ import torch
 import torch.nn.functional as F
 
 from difflab.nets import build_unet, count_parameters, unet_preset, unet_state_dict_from_diffusers
+from difflab.nets.convert import DDPM_CIFAR10_DIFFUSERS
 
-DIFFUSERS_DDPM_CIFAR10 = dict(
-    sample_size=32,
-    in_channels=3,
-    out_channels=3,
-    block_out_channels=(128, 256, 256, 256),
-    down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"),
-    up_block_types=("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
-    layers_per_block=2,
-    norm_num_groups=32,
-    norm_eps=1e-6,
-    time_embedding_type="positional",
-    flip_sin_to_cos=False,
-    freq_shift=1,
-    downsample_padding=0,
-    attention_head_dim=None,  # one head, as in DDPM
-    dropout=0.1,
-)
+DIFFUSERS_DDPM_CIFAR10 = {**DDPM_CIFAR10_DIFFUSERS, "attention_head_dim": None, "dropout": 0.1}  # one head, as in DDPM
 
 
 def build_pair():

@@ -14,22 +14,8 @@ import pytest
 import torch
 
 from difflab.nets import UNet, count_parameters, unet_preset, unet_state_dict_from_diffusers
+from difflab.nets.convert import DDPM_CIFAR10_DIFFUSERS
 
-DDPM_CIFAR10_DIFFUSERS = dict(
-    sample_size=32,
-    in_channels=3,
-    out_channels=3,
-    block_out_channels=(128, 256, 256, 256),
-    down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"),
-    up_block_types=("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
-    layers_per_block=2,
-    norm_num_groups=32,
-    norm_eps=1e-6,
-    time_embedding_type="positional",
-    flip_sin_to_cos=False,
-    freq_shift=1,
-    downsample_padding=0,
-)
 TOL64 = dict(rtol=1e-9, atol=1e-9)
 
 

@@ -13,6 +13,24 @@ from torch import Tensor
 from difflab.errors import UserError
 from difflab.nets.config import UNetConfig
 
+# diffusers' UNet2DModel arguments of the google/ddpm-cifar10-32 layout (Ho et al. 2020), the counterpart of difflab's
+# `ddpm-cifar10` preset; for building a reference model in tests and benchmarks (diffusers is not a dependency).
+DDPM_CIFAR10_DIFFUSERS = dict(
+    sample_size=32,
+    in_channels=3,
+    out_channels=3,
+    block_out_channels=(128, 256, 256, 256),
+    down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
+    layers_per_block=2,
+    norm_num_groups=32,
+    norm_eps=1e-6,
+    time_embedding_type="positional",
+    flip_sin_to_cos=False,
+    freq_shift=1,
+    downsample_padding=0,
+)
+
 # diffusers ResnetBlock2D -> ADM ResBlock
 _RESNET = {
     "norm1": "in_layers.0",
