@@ -32,9 +32,9 @@ def main() -> None:
 
     from difflab.data import load_dataset, parse_data_spec
     from difflab.denoiser import ModelDenoiser
-    from difflab.eval.likelihood import NLLRequest, nll
+    from difflab.pipelines.nll import NLLRequest, nll
     from difflab.eval.ode_likelihood import ode_bits_per_dim
-    from difflab.train.run import load_run
+    from difflab.runs.session import load_run
 
     rows = {}
 

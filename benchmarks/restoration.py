@@ -31,9 +31,9 @@ import torch
 
 from difflab.data import DataConfig, load_dataset
 from difflab.eval.sources import build_extractor
-from difflab.tasks import build_degradation, color_error, make_masks, psnr, upsample
-from difflab.tasks.conditioning import downsample
-from difflab.train.restore import denoise_images, img2img_images, inpaint_images, load_restoration_run, restore_images
+from difflab.restoration import build_degradation, color_error, make_masks, psnr, upsample
+from difflab.restoration.conditioning import downsample
+from difflab.pipelines.restore import denoise_images, img2img_images, inpaint_images, load_restoration_run, restore_images
 
 
 def accuracy(extractor, x: torch.Tensor, y: torch.Tensor) -> float:

@@ -23,8 +23,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from difflab.nets import build_unet, count_parameters, unet_preset, unet_state_dict_from_diffusers
-from difflab.nets.convert import DDPM_CIFAR10_DIFFUSERS
+from difflab.nets import build_unet, count_parameters, unet_preset
+from difflab.interop.diffusers import DDPM_CIFAR10_DIFFUSERS, unet_state_dict_from_diffusers
 
 DIFFUSERS_DDPM_CIFAR10 = {**DDPM_CIFAR10_DIFFUSERS, "attention_head_dim": None, "dropout": 0.1}  # one head, as in DDPM
 

@@ -16,7 +16,7 @@ def _one_line_error(code, err):
 
 
 def test_cells_map_to_difflab_config_terms(tmp_path):
-    req = AblationRequest(out=tmp_path, steps=7)
+    req = AblationRequest(out=tmp_path, train_steps=7)
     want = {"mu-L-learned": ("mu", "learned", True, "vlb"), "mu-L-fixed": ("mu", "fixed_small", False, "vlb"),
             "mu-mse": ("mu", "fixed_small", False, "simple"), "eps-L-learned": ("eps", "learned", True, "vlb"),
             "eps-L-fixed": ("eps", "fixed_small", False, "vlb"), "eps-simple": ("eps", "fixed_small", False, "simple")}
@@ -28,12 +28,24 @@ def test_cells_map_to_difflab_config_terms(tmp_path):
         assert cfg.train.steps == 7 and cfg.model.num_classes is None  # unconditional, so the NLL is log p(x)
     # Ho et al. Table 2's numbers travel with the cells; blanks are the unstable entries.
     by = {c.name: c for c in CELLS}
-    assert by["eps-simple"].paper_fid == 3.17 and by["mu-L-fixed"].paper_fid == 13.22 and by["mu-L-learned"].paper_is == "7.28 ± 0.10"
-    assert by["mu-mse"].paper_fid is None and by["eps-L-learned"].paper_fid is None
+    # Table 2's facts: the blank entries are the two unstable objectives, and L_simple has the best FID of the rest.
+    assert {n for n, c in by.items() if c.paper_fid is None} == {"mu-mse", "eps-L-learned"}
+    assert {n for n, c in by.items() if c.paper_is is None} == {"mu-mse", "eps-L-learned"}
+    assert min((c.paper_fid, n) for n, c in by.items() if c.paper_fid is not None)[1] == "eps-simple"
+    # ... and they reach the report: each cell's row carries its own paper IS and FID, a blank as '–'.
+    from difflab.experiments.ablation import ablation_markdown
+
+    rows = [{"objective": c.objective, "paper_is": c.paper_is, "paper_fid": c.paper_fid, "stable": False, "unstable_reason": "test"}
+            for c in CELLS]
+    md = ablation_markdown({"data": "d", "train_steps": 1, "base": "b", "T": 1, "n": 1, "sampler": "s", "sample_steps": 1, "ref": "r",
+                            "n_ref": 1, "features": "f", "nll_n": 1, "nll_data": "n", "rows": rows})
+    for c in CELLS:
+        fid = "–" if c.paper_fid is None else f"{c.paper_fid:.2f}"
+        assert f"| {c.objective.replace('|', chr(92) + '|')} | {c.paper_is or '–'} | {fid} | **no** (test) |" in md, c.name
 
 
 def test_cell_override_applies_to_one_cell(tmp_path):
-    req = AblationRequest(out=tmp_path, steps=3, overrides=("train.batch_size=16",), cell_overrides={"eps-simple": ("train.lr=0.5",)})
+    req = AblationRequest(out=tmp_path, train_steps=3, overrides=("train.batch_size=16",), cell_overrides={"eps-simple": ("train.lr=0.5",)})
     by = {c.name: cell_config(req, c) for c in CELLS}
     assert by["eps-simple"].train.lr == 0.5 and by["mu-mse"].train.lr != 0.5
     assert all(c.train.batch_size == 16 for c in by.values())
@@ -42,8 +54,8 @@ def test_cell_override_applies_to_one_cell(tmp_path):
 def test_ablation_runs_six_cells_and_reports_a_diverging_one(tmp_path, capsys):
     """All six cells train and are scored; an absurd learning rate makes eps-simple diverge: reported unstable, not hidden."""
     cache, out = tmp_path / "cache", tmp_path / "abl"
-    args = ["ablation", "ddpm", "--data", "digits", "--steps", "3", "--out", str(out), "--n", "70", "--nll-n", "2",
-            "--sample-steps", "5", "--cache-dir", str(cache), "--quiet", *sets(tiny_overrides(steps=3)),
+    args = ["ablation", "ddpm", "--data", "digits:train", "--train-steps", "3", "--out", str(out), "--n", "70", "--nll-n", "2",
+            "--steps", "5", "--cache-dir", str(cache), "--quiet", *sets(tiny_overrides(steps=3)),
             "--cell-set", "eps-simple:train.lr=1e30", "--cell-set", "eps-simple:train.max_nonfinite=0"]
     assert main(args) == 0
     printed = capsys.readouterr().out
@@ -83,14 +95,15 @@ def test_a_rising_loss_is_a_divergence(tmp_path):
 
 
 @pytest.mark.parametrize("extra,needle", [
-    (["--steps", "0"], "--steps"),
-    (["--steps", "2", "--cells", "eps-simple,bogus"], "bogus"),
-    (["--steps", "2", "--cell-set", "bogus:train.lr=1"], "bogus"),
-    (["--steps", "2", "--cell-set", "eps-simple"], "CELL:KEY=VALUE"),
-    (["--steps", "2", "--set", "train.nope=1"], "train.nope"),
-    (["--steps", "2", "--n", "1"], "--n"),
-    (["--steps", "2", "--n", "50"], "at least 65 samples (--n)"),  # FID on the 64-d digits features, before training
-    (["--steps", "2", "--force", "--reuse"], "contradict"),
+    (["--train-steps", "0"], "--train-steps must be at least 1"),
+    (["--train-steps", "2", "--steps", "0"], "--steps must be at least 1"),
+    (["--train-steps", "2", "--cells", "eps-simple,bogus"], "bogus"),
+    (["--train-steps", "2", "--cell-set", "bogus:train.lr=1"], "bogus"),
+    (["--train-steps", "2", "--cell-set", "eps-simple"], "CELL:KEY=VALUE"),
+    (["--train-steps", "2", "--set", "train.nope=1"], "train.nope"),
+    (["--train-steps", "2", "--n", "1"], "--n"),
+    (["--train-steps", "2", "--n", "50"], "at least 65 samples (--n)"),  # FID on the 64-d digits features, before training
+    (["--train-steps", "2", "--force", "--reuse"], "contradict"),
 ])
 def test_bad_input_is_a_one_line_error(tmp_path, capsys, extra, needle):
     code = main(["ablation", "ddpm", "--out", str(tmp_path / "abl"), "--cache-dir", str(tmp_path / "c"), "--quiet", *extra])
@@ -101,7 +114,7 @@ def test_bad_input_is_a_one_line_error(tmp_path, capsys, extra, needle):
 def test_existing_ablation_is_not_overwritten(tmp_path, capsys):
     (tmp_path / "abl").mkdir()
     (tmp_path / "abl" / "ablation.md").write_text("keep")
-    code = main(["ablation", "ddpm", "--steps", "2", "--out", str(tmp_path / "abl"), "--quiet"])
+    code = main(["ablation", "ddpm", "--train-steps", "2", "--out", str(tmp_path / "abl"), "--quiet"])
     assert "--reuse" in _one_line_error(code, capsys.readouterr().err)
     assert (tmp_path / "abl" / "ablation.md").read_text() == "keep"
 
@@ -110,7 +123,7 @@ def test_a_bad_request_with_force_deletes_nothing(tmp_path, capsys):
     """--force replaces a report only once the request is known to be valid: a too-small --n keeps the old one."""
     (tmp_path / "abl" / "cells").mkdir(parents=True)
     (tmp_path / "abl" / "ablation.md").write_text("keep")
-    code = main(["ablation", "ddpm", "--steps", "2", "--n", "50", "--force", "--out", str(tmp_path / "abl"),
+    code = main(["ablation", "ddpm", "--train-steps", "2", "--n", "50", "--force", "--out", str(tmp_path / "abl"),
                  "--cache-dir", str(tmp_path / "c"), "--quiet"])
     assert "--n" in _one_line_error(code, capsys.readouterr().err)
     assert (tmp_path / "abl" / "ablation.md").read_text() == "keep" and (tmp_path / "abl" / "cells").is_dir()

@@ -10,19 +10,10 @@ import torch
 from safetensors.torch import load_file
 from torch import distributions as D
 
-from difflab.baselines import (
-    GANTask,
-    discriminator_loss,
-    elbo_terms,
-    gaussian_kl_standard,
-    generator_loss,
-    is_baseline_run,
-    load_baseline,
-    reconstruction_nll,
-    resolve_baseline_config,
-    sample_baseline,
-    train_baseline_run,
-)
+from difflab.losses import discriminator_loss, elbo_terms, gaussian_kl_standard, generator_loss, reconstruction_nll
+from difflab.pipelines.sample import sample_generator
+from difflab.runs import load_run, resolve_config, run_kind, train_run
+from difflab.runs.baselines import GANTask
 from difflab.cli.main import main
 from difflab.errors import UserError
 from difflab.nets.dcgan import DCGAN, DCGANConfig
@@ -37,7 +28,7 @@ TINY_GAN = TINY_TRAIN + ["model.g_channels=8", "model.d_channels=8", "model.late
 
 def tiny_config(kind: str, steps: int = 4, extra=()):
     over = (TINY_VAE if kind == "vae" else TINY_GAN) + [f"train.steps={steps}", *extra]
-    return resolve_baseline_config(f"digits-{kind}", over)
+    return resolve_config(f"digits-{kind}", over)
 
 
 def _final(run: Path) -> dict:
@@ -198,9 +189,9 @@ def test_gan_task_phases_update_their_own_network():
 @pytest.mark.parametrize("kind", ["vae", "dcgan"])
 def test_trains_checkpoints_and_resumes_bit_identically(tmp_path, kind):
     cfg = tiny_config(kind, steps=4)
-    train_baseline_run(cfg, tmp_path / "a", progress=False)
-    train_baseline_run(cfg, tmp_path / "b", progress=False, stop_at=2)
-    train_baseline_run(cfg, tmp_path / "b", progress=False, resume=True)
+    train_run(cfg, tmp_path / "a", progress=False)
+    train_run(cfg, tmp_path / "b", progress=False, stop_at=2)
+    train_run(cfg, tmp_path / "b", progress=False, resume=True)
     a, b = _final(tmp_path / "a"), _final(tmp_path / "b")
     assert a.keys() == b.keys()
     for k in a:
@@ -225,7 +216,7 @@ def test_trains_checkpoints_and_resumes_bit_identically(tmp_path, kind):
 
 def test_gan_steps_change_both_networks(tmp_path):
     cfg = tiny_config("dcgan", steps=2, extra=["train.checkpoint_every=1"])
-    train_baseline_run(cfg, tmp_path / "g", progress=False)
+    train_run(cfg, tmp_path / "g", progress=False)
     one = load_file(str(tmp_path / "g" / "checkpoints" / "step-1.safetensors"))
     two = load_file(str(tmp_path / "g" / "checkpoints" / "step-2.safetensors"))
     for net in ("generator", "discriminator"):
@@ -234,34 +225,37 @@ def test_gan_steps_change_both_networks(tmp_path):
 
 
 def test_resume_refuses_a_changed_model(tmp_path):
-    train_baseline_run(tiny_config("vae", steps=2), tmp_path / "r", progress=False)
+    train_run(tiny_config("vae", steps=2), tmp_path / "r", progress=False)
     with pytest.raises(UserError, match="'model' section differs"):
-        train_baseline_run(tiny_config("vae", steps=2, extra=["model.latent_dim=5"]), tmp_path / "r", progress=False, resume=True)
+        train_run(tiny_config("vae", steps=2, extra=["model.latent_dim=5"]), tmp_path / "r", progress=False, resume=True)
 
 
 def test_sample_baseline_and_load(tmp_path):
     for kind in ("vae", "dcgan"):
-        run = train_baseline_run(tiny_config(kind, steps=2), tmp_path / kind, progress=False)
-        assert is_baseline_run(run) and is_baseline_run(run / "checkpoints" / "step-2.safetensors")
-        loaded = load_baseline(run)
+        run = train_run(tiny_config(kind, steps=2), tmp_path / kind, progress=False)
+        assert run_kind(run) == kind and run_kind(run / "checkpoints" / "step-2.safetensors") == kind
+        loaded = load_run(run, kind=("vae", "dcgan"))
         assert loaded.kind == kind and loaded.step == 2 and not loaded.model.training
-        a = sample_baseline(run, 5, torch.Generator().manual_seed(3), batch_size=2)
-        b = sample_baseline(loaded, 5, torch.Generator().manual_seed(3), batch_size=2)
-        assert a.shape == (5, 1, 8, 8) and a.abs().max() <= 1 and torch.equal(a, b)
-    assert not is_baseline_run(tmp_path / "nope")
+        a = sample_generator(load_run(run), 5, torch.Generator().manual_seed(3), batch_size=2)
+        b = sample_generator(loaded, 5, torch.Generator().manual_seed(3), batch_size=2)
+        c = sample_generator(loaded, 5, torch.Generator().manual_seed(4), batch_size=2)
+        assert a.shape == (5, 1, 8, 8) and a.abs().max() <= 1 and torch.equal(a, b) and not torch.equal(a, c)
+    assert run_kind(tmp_path / "nope") is None
 
 
 def test_time_budget_stops_training_with_a_checkpoint(tmp_path):
     """Trainer.fit(budget_seconds=...) stops after the step that crosses the budget, checkpoints and logs it."""
     ticks = iter(range(1000))
-    from difflab.baselines.run import build_baseline_model, build_baseline_task
     from difflab.data import load_dataset
-    from difflab.train.trainer import RunPaths, Trainer
+    from difflab.runs import kind_of_config
+    from difflab.training.trainer import RunPaths, Trainer
 
     cfg = tiny_config("vae", steps=50)
     torch.manual_seed(0)
     x = load_dataset(cfg.data).x
-    trainer = Trainer(build_baseline_model(cfg), build_baseline_task(cfg), x, None, cfg.train, RunPaths(tmp_path),
+    kind = kind_of_config(cfg)
+    model = kind.build_model(cfg)
+    trainer = Trainer(model, kind.build_task(cfg, model, torch.device("cpu")), x, None, cfg.train, RunPaths(tmp_path),
                       torch.device("cpu"), progress=False)
     trainer.fit(budget_seconds=2.5, clock=lambda: float(next(ticks)))  # one tick per call: 3 steps cross 2.5
     assert trainer.step == 3 and trainer.stopped_by_budget
@@ -314,14 +308,14 @@ def test_bad_input_is_a_one_line_error(tmp_path, capsys, args, needle):
 
 
 def test_loading_the_wrong_kind_is_an_error(tmp_path):
-    from difflab.train.presets import resolve_config
-    from difflab.train.run import train_run
+    from difflab.runs import resolve_config
+    from difflab.runs import train_run
     from conftest import tiny_overrides
 
     diff = train_run(resolve_config("digits", tiny_overrides(steps=1)), tmp_path / "d", progress=False)
-    with pytest.raises(UserError, match="not a VAE or DCGAN run"):
-        load_baseline(diff)
-    assert not is_baseline_run(diff)
+    with pytest.raises(UserError, match="is a diffusion run, not a vae or dcgan run"):
+        load_run(diff, kind=("vae", "dcgan"))
+    assert run_kind(diff) == "diffusion"
 
 
 @pytest.mark.slow
@@ -338,7 +332,7 @@ def test_ddp_two_processes(tmp_path, kind):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     over = (TINY_VAE if kind == "vae" else TINY_GAN) + ["train.steps=3"]
-    train_baseline_run(resolve_baseline_config(f"digits-{kind}", over), tmp_path / "one", progress=False)
+    train_run(resolve_config(f"digits-{kind}", over), tmp_path / "one", progress=False)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--nnodes=1", f"--master_port={port}",
            "--master_addr=127.0.0.1", "-m", "difflab.cli.main", "train", "--config", f"digits-{kind}", "--out", str(tmp_path / "two"), "--quiet"]
     for o in over:
@@ -357,7 +351,7 @@ def test_ddp_two_processes(tmp_path, kind):
 @pytest.mark.parametrize("kind", ["vae", "dcgan"])
 def test_config_and_model_commands_know_the_baselines(tmp_path, capsys, kind):
     """`difflab config` resolves a baseline preset with overrides (and documents its own keys); `difflab model` counts its parameters."""
-    from difflab.baselines import build_baseline_model
+    from difflab.runs import kind_of_config
     from conftest import cli, one_line_error
 
     code, out, err = cli(["config", f"digits-{kind}", "--set", "train.steps=7", "--set", "model.latent_dim=3"], capsys)
@@ -369,7 +363,8 @@ def test_config_and_model_commands_know_the_baselines(tmp_path, capsys, kind):
     assert code == 0 and {"kind", "model.latent_dim", "train.steps"} <= keys and "process.schedule" not in keys
 
     code, out, err = cli(["model", f"digits-{kind}"], capsys)
-    model = build_baseline_model(resolve_baseline_config(f"digits-{kind}"))
+    cfg = resolve_config(f"digits-{kind}")
+    model = kind_of_config(cfg).build_model(cfg)
     assert code == 0 and f"parameters: {sum(p.numel() for p in model.parameters()):,}" in out, out
     parts = ("encoder", "decoder") if kind == "vae" else ("generator", "discriminator")
     for name in parts:
@@ -377,7 +372,7 @@ def test_config_and_model_commands_know_the_baselines(tmp_path, capsys, kind):
         assert any(ln.split()[0] == name and f"{n:,}" in ln for ln in out.splitlines()), out
 
     # A saved run folder resolves too; a bad override is a one-line error.
-    run = train_baseline_run(tiny_config(kind, steps=1), tmp_path / "run", progress=False)
+    run = train_run(tiny_config(kind, steps=1), tmp_path / "run", progress=False)
     code, out, err = cli(["config", str(run)], capsys)
     assert code == 0 and json.loads(out)["model"]["latent_dim"] == tiny_config(kind).model.latent_dim
     code, out, err = cli(["config", f"digits-{kind}", "--set", "model.latent_dim=0"], capsys)

@@ -34,7 +34,7 @@ def runs(tmp_path_factory):
     """A tiny classifier (via the CLI) and tiny diffusion runs on the same process (T=50): with label dropout ('cond'),
     without ('nodrop'), unconditional ('uncond'); 'other' has T=40."""
     root = tmp_path_factory.mktemp("guided")
-    code, out = _quiet_main(["classifier", "train", "--data", "digits", "--out", root / "clf", "--quiet", *sets(CLF_SETS)])
+    code, out = _quiet_main(["classifier", "train", "--data", "digits:train", "--out", root / "clf", "--quiet", *sets(CLF_SETS)])
     assert code == 0
     paths = {"clf": root / "clf", "clf_stdout": out}
     for name, config, extra in [("cond", "digits-cond", []), ("nodrop", "digits", []),
@@ -83,8 +83,8 @@ def test_attention_pool_is_the_mean_token_attending_over_the_map():
 
 
 def test_classifier_task_draws_and_cross_entropy():
-    from difflab.train.classifier import ClassifierTask
-    from difflab.train.trainer import step_generator
+    from difflab.runs.classifier import ClassifierTask
+    from difflab.training.trainer import step_generator
 
     p = build_process(ProcessConfig(T=50))
     task = ClassifierTask(p)
@@ -118,27 +118,29 @@ def test_classifier_run_reports_accuracy_vs_t_above_chance(runs):
 def test_load_classifier(runs):
     from safetensors.torch import load_file
 
-    from difflab.train.classifier import load_classifier
+    from difflab.runs import load_run
 
-    lc = load_classifier(runs["clf"])
+    lc = load_run(runs["clf"], kind="classifier")
     assert lc.step == 150 and lc.classifier.num_classes == 10 and lc.cfg.process.T == 50
     ema = {k[4:]: v for k, v in load_file(str(runs["clf"] / "checkpoints" / "step-150.safetensors")).items() if k.startswith("ema.")}
-    assert all(torch.equal(lc.net.state_dict()[k], v) for k, v in ema.items())
+    assert all(torch.equal(lc.model.state_dict()[k], v) for k, v in ema.items())
     x = torch.zeros(2, 1, 8, 8)
     assert lc.classifier(x, torch.tensor([0, 3])).shape == (2, 10)
-    with pytest.raises(UserError, match="not a classifier run"):
-        load_classifier(runs["cond"])
+    with pytest.raises(UserError, match="is a diffusion run, not a classifier run"):
+        load_run(runs["cond"], kind="classifier")
 
 
 def test_classifier_config_errors():
-    from difflab.train.classifier import resolve_classifier_config
+    from difflab.runs import resolve_config
 
     with pytest.raises(UserError, match="label_dropout is for diffusion models"):
-        resolve_classifier_config("digits-clf", ["train.label_dropout=0.1"])
+        resolve_config("digits-clf", ["train.label_dropout=0.1"])
     with pytest.raises(UserError, match="unknown config key"):
-        resolve_classifier_config("digits-clf", ["train.nope=1"])
-    with pytest.raises(UserError, match="unknown classifier config"):
-        resolve_classifier_config("no-such-preset")
+        resolve_config("digits-clf", ["train.nope=1"])
+    with pytest.raises(UserError, match="unknown config 'no-such-preset'"):
+        resolve_config("no-such-preset", kinds=("classifier",))
+    with pytest.raises(UserError, match="is a diffusion config; this command takes classifier configs"):
+        resolve_config("digits", kinds=("classifier",))
 
 
 # ----- difflab sample --guidance ------------------------------------------------------------------------------------
@@ -173,7 +175,7 @@ def test_classifier_guidance_of_an_unconditional_model(runs, tmp_path, capsys):
     (["--guidance", "classifier"], "--guidance classifier needs --classifier"),
     (["--scale", "2"], "--scale needs --guidance"),
     (["--guidance", "cfg", "--classifier", "CLF"], "--classifier is only used with --guidance classifier"),
-    (["--guidance", "cfg", "--scale", "-1"], "--scale must be >= 0"),
+    (["--guidance", "cfg", "--scale", "-1"], "--scale must be a finite number >= 0"),
     (["--guidance", "classifier", "--classifier", "CLF", "--class", "10"], "--class must be in 0..9"),
 ])
 def test_guidance_flag_errors(runs, tmp_path, capsys, args, match):
@@ -223,7 +225,7 @@ def cache(tmp_path_factory):
 @pytest.mark.slow
 def test_sweep_writes_table_plot_and_grids(runs, cache, tmp_path, capsys):
     out = tmp_path / "report"
-    code, stdout, err = cli(["sweep", "guidance", "--run", runs["cond"], "--classifier", runs["clf"], "--scales", "0,2", "--n", 7,
+    code, stdout, err = cli(["sweep", "guidance", "--run", runs["cond"], "--classifier", runs["clf"], "--scales", "0,2", "--per-class", 7,
                              "--steps", 3, "--out", out, "--cache-dir", cache, "--quiet"], capsys)
     assert code == 0, err
     rep = json.loads((out / "sweep.json").read_text())
@@ -236,10 +238,10 @@ def test_sweep_writes_table_plot_and_grids(runs, cache, tmp_path, capsys):
     assert "| s | FID | precision | recall | accuracy |" in (out / "sweep.md").read_text()
     assert "real train images" in stdout
     # a second sweep into the same folder needs --force
-    code, _, err = cli(["sweep", "guidance", "--run", runs["cond"], "--guidance", "cfg", "--scales", "0,1", "--n", 7, "--steps", 2,
+    code, _, err = cli(["sweep", "guidance", "--run", runs["cond"], "--guidance", "cfg", "--scales", "0,1", "--per-class", 7, "--steps", 2,
                         "--out", out, "--cache-dir", cache, "--quiet"], capsys)
     assert "already holds a sweep report" in one_line_error(code, err)
-    code, _, err = cli(["sweep", "guidance", "--run", runs["cond"], "--guidance", "cfg", "--scales", "0,1", "--n", 7, "--steps", 2,
+    code, _, err = cli(["sweep", "guidance", "--run", runs["cond"], "--guidance", "cfg", "--scales", "0,1", "--per-class", 7, "--steps", 2,
                         "--out", out, "--cache-dir", cache, "--quiet", "--force"], capsys)
     assert code == 0, err
     assert "| w |" in (out / "sweep.md").read_text()
@@ -254,14 +256,14 @@ def test_sweep_writes_table_plot_and_grids(runs, cache, tmp_path, capsys):
 def test_sweep_errors(runs, tmp_path, capsys, args, match):
     run = runs["nodrop"] if "NODROP" in args else runs["cond"]
     args = [a for a in args if a not in ("--run", "NODROP")]
-    code, _, err = cli(["sweep", "guidance", "--run", run, "--n", 2, "--out", tmp_path / "rep", "--cache-dir", tmp_path, *args], capsys)
+    code, _, err = cli(["sweep", "guidance", "--run", run, "--per-class", 2, "--out", tmp_path / "rep", "--cache-dir", tmp_path, *args], capsys)
     assert match in one_line_error(code, err)
 
 
 def test_classifier_run_as_a_feature_source(runs, tmp_path, capsys):
     """`--features classifier:RUN`: the run's classifier at t = 0 gives pool features and logits for eval."""
-    from difflab.eval.sources import build_extractor
     from difflab.data import load_digits_split
+    from difflab.pipelines.evaluate import build_extractor
 
     ext = build_extractor(f"classifier:{runs['clf']}")
     x, y = load_digits_split("test")
@@ -286,11 +288,11 @@ def test_classifier_resume_refuses_a_changed_model_and_continues_a_longer_run(ru
 
     run = tmp_path / "clf"
     shutil.copytree(runs["clf"], run)
-    code, _, err = cli(["classifier", "train", "--data", "digits", "--out", run, "--resume", "--quiet",
+    code, _, err = cli(["classifier", "train", "--data", "digits:train", "--out", run, "--resume", "--quiet",
                         *sets(CLF_SETS + ["model.model_channels=16"])], capsys)
     assert "'model' section differs" in one_line_error(code, err)
     steps = int(next(s for s in CLF_SETS if s.startswith("train.steps=")).split("=")[1])
-    code, _, err = cli(["classifier", "train", "--data", "digits", "--out", run, "--resume", "--quiet",
+    code, _, err = cli(["classifier", "train", "--data", "digits:train", "--out", run, "--resume", "--quiet",
                         *sets(CLF_SETS + [f"train.steps={steps + 1}"])], capsys)
     assert code == 0, err
     assert (run / "checkpoints" / f"step-{steps + 1}.safetensors").exists()

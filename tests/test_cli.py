@@ -92,7 +92,8 @@ def test_existing_run_is_refused_and_kept(trained, capsys):
 
 def test_resume_without_a_run(tmp_path, capsys):
     code, _, err = cli(["train", "--out", tmp_path / "none", "--resume"], capsys)
-    assert "no run" in one_line_error(code, err) or "not" in err
+    assert "--resume" in (line := one_line_error(code, err)) and "holds no run (no config.json)" in line
+    assert not (tmp_path / "none").exists()
 
 
 def test_sample_refuses_to_overwrite(trained, tmp_path, capsys):
@@ -105,7 +106,8 @@ def test_sample_refuses_to_overwrite(trained, tmp_path, capsys):
 
 def test_sample_from_missing_run(tmp_path, capsys):
     code, _, err = cli(["sample", "--run", tmp_path / "nope", "--out", tmp_path / "x.png"], capsys)
-    one_line_error(code, err)
+    line = one_line_error(code, err)
+    assert str(tmp_path / "nope") in line and "does not exist" in line and not (tmp_path / "x.png").exists()
 
 
 def test_unknown_sampler(trained, tmp_path, capsys):
@@ -142,13 +144,33 @@ def test_ncsn_preset_trains_and_samples_with_langevin_and_pc(tmp_path, capsys):
         code, out, err = cli(["sample", "--run", run, "--sampler", sampler, "--steps", 3, "--spacing", "linspace", "--n", 4,
                                   "--out", tmp_path / f"{sampler}.npz"], capsys)
         assert code == 0, err
-        assert np.load(tmp_path / f"{sampler}.npz")["arr_0"].shape == (4, 8, 8, 1)
+        images = np.load(tmp_path / f"{sampler}.npz")["arr_0"]
+        assert images.shape == (4, 8, 8, 1) and images.std() > 0 and len({im.tobytes() for im in images}) == 4
+        nfe = int(out.split("NFE per image: ")[1].split()[0])
+        from difflab.samplers import count_nfe, get_sampler
+
+        assert nfe == count_nfe(get_sampler(sampler), 3), (sampler, nfe)
 
 
 def test_interpolate_seeds_and_inverted_images(trained, tmp_path, capsys):
-    code, out, err = cli(["interpolate", "--run", trained, "--seeds", 1, 2, "--frames", 4, "--steps", 3, "--out", tmp_path / "s.png"], capsys)
+    import difflab
+    from PIL import Image
+
+    from difflab.data import to_uint8_nhwc
+
+    code, out, err = cli(["interpolate", "--run", trained, "--seeds", 1, 2, "--frames", 4, "--steps", 3, "--device", "cpu",
+                          "--out", tmp_path / "s.png"], capsys)
     assert code == 0, err
-    assert (tmp_path / "s.png").stat().st_size > 0
+    strip = np.asarray(Image.open(tmp_path / "s.png"))
+    cell = strip.shape[0] - 4  # one row of 4 cells with 2 px padding around each
+    up = cell // 8
+    frames = [strip[2:2 + cell:up, 2 + k * (cell + 2):2 + k * (cell + 2) + cell:up] for k in range(4)]
+    # The path's ends are the two seeds' own DDIM samples (class 0), drawn here through the API.
+    run = difflab.load_run(trained, device="cpu")
+    for k, seed in ((0, 1), (3, 2)):
+        want = to_uint8_nhwc(run.sample(1, sampler="ddim", steps=3, seed=seed, classes=0).images)[0, :, :, 0]
+        assert np.abs(frames[k].reshape(8, 8).astype(int) - want).max() <= 1, k  # batch of 4 vs 1: float rounding only
+    assert not np.array_equal(frames[1], frames[0]) and not np.array_equal(frames[1], frames[3])
     code, out, err = cli(["interpolate", "--run", trained, "--data", "digits:test", "--index", 0, 3, "--frames", 3, "--steps", 3,
                               "--class", 1, "--out", tmp_path / "d.png"], capsys)
     assert code == 0, err
@@ -209,7 +231,7 @@ def test_searched_spacing_prints_steps_that_timesteps_reproduces(trained, tmp_pa
     (["--timesteps", "9,0", "--steps", "3"], "drop --steps"),
     (["--spacing", "searched", "--sampler", "ddpm"], "deterministic"),
     (["--spacing", "searched", "--sampler", "unipc", "--search-batch", "0"], "--search-batch"),
-    (["--spacing", "sideways"], "unknown spacing"),
+    (["--spacing", "sideways"], "unknown --spacing 'sideways'; valid: leading, trailing"),
 ])
 def test_bad_timesteps_are_one_line_errors(trained, tmp_path, capsys, args, needle):
     out = tmp_path / "x.png"

@@ -19,15 +19,14 @@ def cache(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    from difflab.baselines import resolve_baseline_config, train_baseline_run
-    from difflab.train.presets import resolve_config
-    from difflab.train.run import train_run
+    from difflab.runs import resolve_config
+    from difflab.runs import train_run
 
     root = tmp_path_factory.mktemp("runs")
     uncond = ["model.class_dropout_null=false", "model.num_classes=null"]
     train_run(resolve_config("digits", tiny_overrides(steps=2) + uncond), root / "ddpm", progress=False)
-    train_baseline_run(resolve_baseline_config("digits-vae", TINY_VAE), root / "vae", progress=False)
-    train_baseline_run(resolve_baseline_config("digits-dcgan", TINY_GAN), root / "dcgan", progress=False)
+    train_run(resolve_config("digits-vae", TINY_VAE), root / "vae", progress=False)
+    train_run(resolve_config("digits-dcgan", TINY_GAN), root / "dcgan", progress=False)
     return [root / "ddpm", root / "vae", root / "dcgan"]
 
 
@@ -103,9 +102,9 @@ def test_open_run_kinds(runs):
     (["--data", "digits", "--budget", "1", "--n", "50"], "at least 65 samples (--n)"),  # before any training
     (["--runs", "RUN", "--trilemma-steps", "0,5"], "--trilemma-steps"),
     (["--data", "digits", "--budget", "1", "--trilemma-steps", "x"], "integers"),  # before any training
-    (["--data", "digits", "--budget", "1", "--features", "magic"], "feature source"),
+    (["--data", "digits", "--budget", "1", "--features", "magic"], "unknown --features 'magic'; valid: digits, inception"),
     (["--runs", "RUN", "--trilemma-steps", "a,b"], "integers"),
-    (["--runs", "RUN", "--features", "magic"], "feature source"),
+    (["--runs", "RUN", "--features", "magic"], "unknown --features 'magic'; valid: digits, inception"),
     ([], "--runs"),
 ])
 def test_bad_input_is_a_one_line_error(runs, cache, tmp_path, capsys, extra, needle):

@@ -194,7 +194,10 @@ def test_save_image_grid(tmp_path: Path):
 
 def test_parse_data_spec():
     assert parse_data_spec("digits:test") == DataConfig(split="test")
-    assert parse_data_spec("digits") == DataConfig()
+    # One meaning everywhere: a bare name is all of its images, whatever split the base config had.
+    assert parse_data_spec("digits") == DataConfig(split="all")
+    assert parse_data_spec("digits", DataConfig(split="train", image_size=8)) == DataConfig(split="all", image_size=8)
+    assert parse_data_spec("digits:train", DataConfig(split="test")).split == "train"
     assert parse_data_spec("runs/a/samples.npz:all").name == "runs/a/samples.npz"
     with pytest.raises(UserError, match="unknown split 'val'"):
         parse_data_spec("digits:val")

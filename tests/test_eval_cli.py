@@ -17,7 +17,7 @@ from difflab.cli.main import main
 from difflab.data import load_digits_split, to_uint8_nhwc
 from difflab.errors import UserError
 from difflab.eval.digits_features import DigitsClassifierConfig, DigitsFeatures, load_or_train_digits_classifier
-from difflab.eval.evaluate import parse_metrics
+from difflab.pipelines.evaluate import parse_metrics
 from difflab.eval.sources import build_extractor
 
 TINY_CLASSIFIER = DigitsClassifierConfig(epochs=1, width=4, feature_dim=8)

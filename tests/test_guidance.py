@@ -11,12 +11,12 @@ from conftest import tiny_overrides
 from difflab.denoiser import DenoiserConfig, ModelDenoiser
 from difflab.errors import UserError
 from difflab.guidance import (
-    GUIDED_SAMPLERS,
     ClassifierFreeGuidance,
     ClassifierGuidance,
     MixtureClassifier,
     NetClassifier,
     check_guidance_sampler,
+    guided_samplers,
     log_prob_and_grad,
 )
 from difflab.nets import UNetConfig, build_unet
@@ -163,7 +163,7 @@ def test_guided_sampling_concentrates_on_the_chosen_mode(mode_setup, sampler, n_
     assert resp[0.0] < resp[1.0] < resp[2.0] < resp[4.0], resp  # sharper p(y|x)^s: more concentration as s grows
 
 
-@pytest.mark.parametrize("name", sorted(GUIDED_SAMPLERS))
+@pytest.mark.parametrize("name", sorted(guided_samplers()))
 def test_every_guided_sampler_steers_towards_the_class(mode_setup, name):
     """The support table's claim, checked: each listed sampler moves mass onto the chosen mode under guidance."""
     oracle, clf = mode_setup
@@ -182,8 +182,16 @@ def test_every_guided_sampler_steers_towards_the_class(mode_setup, name):
 
 
 def test_every_registered_sampler_is_declared_for_guidance():
-    """A new sampler must be checked (passes y, reads only Prediction fields) and listed in guidance/support.py."""
-    assert set(SAMPLERS) == set(GUIDED_SAMPLERS)
+    """A new sampler must be checked (passes y, reads only Prediction fields) and declared `guided` in the sampler registry."""
+    import dataclasses
+
+    assert set(SAMPLERS) == set(guided_samplers())
+    SAMPLERS["my-new-sampler"] = dataclasses.replace(SAMPLERS["ddim"], name="my-new-sampler", guided=None)
+    try:
+        with pytest.raises(UserError, match="cannot take cfg guidance"):
+            check_guidance_sampler("my-new-sampler", "cfg")
+    finally:
+        del SAMPLERS["my-new-sampler"]
     with pytest.raises(UserError, match="cannot take cfg guidance"):
         check_guidance_sampler("my-new-sampler", "cfg")
     check_guidance_sampler("my-new-sampler", "none")
@@ -252,15 +260,15 @@ def test_cfg_on_the_oracle_calls_the_unconditional_model_with_no_label():
 # ----- label dropout --------------------------------------------------------------------------------------------------
 
 def _task(p_drop):
-    from difflab.train.presets import resolve_config
-    from difflab.train.task import DiffusionTask
+    from difflab.runs import resolve_config
+    from difflab.runs.diffusion.task import DiffusionTask
 
     cfg = resolve_config("digits", tiny_overrides() + [f"train.label_dropout={p_drop}"])
     return DiffusionTask(cfg, None, build_process(cfg.process), torch.device("cpu"))
 
 
 def test_label_dropout_rate_and_stream():
-    from difflab.train.trainer import step_generator
+    from difflab.training.trainer import step_generator
 
     task = _task(0.3)
     d = task.draw(step_generator(0, 5), 20000, (1, 8, 8))
@@ -279,7 +287,7 @@ def test_label_dropout_rate_and_stream():
 
 def test_label_dropout_replaces_labels_by_the_null_label():
     task = _task(0.5)
-    from difflab.train.trainer import step_generator
+    from difflab.training.trainer import step_generator
 
     seen = {}
 
@@ -298,7 +306,7 @@ def test_label_dropout_replaces_labels_by_the_null_label():
 
 
 def test_label_dropout_needs_a_null_label():
-    from difflab.train.presets import resolve_config
+    from difflab.runs import resolve_config
 
     with pytest.raises(UserError, match="class_dropout_null"):
         resolve_config("digits", ["model.class_dropout_null=false", "train.label_dropout=0.1"])
@@ -310,8 +318,8 @@ def test_label_dropout_needs_a_null_label():
 def test_label_dropout_run_resumes_bit_identically(tmp_path):
     from safetensors.torch import load_file
 
-    from difflab.train.presets import resolve_config
-    from difflab.train.run import train_run
+    from difflab.runs import resolve_config
+    from difflab.runs import train_run
 
     cfg = resolve_config("digits", tiny_overrides(steps=4) + ["train.label_dropout=0.5"])
     train_run(cfg, tmp_path / "a", progress=False)

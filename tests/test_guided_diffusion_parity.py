@@ -27,7 +27,7 @@ from difflab.losses.vlb import vlb_terms
 from difflab.nets import UNet, count_parameters, unet_preset
 from difflab.nets.classifier import NoisyClassifierNet, classifier_preset
 from difflab.process import ProcessConfig, build_process
-from difflab.train.importer import classifier_config_from_guided, unet_config_from_guided
+from difflab.interop.guided_diffusion import classifier_config_from_guided, unet_config_from_guided
 
 TOL64 = dict(rtol=1e-10, atol=1e-10)
 

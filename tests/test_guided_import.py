@@ -1,4 +1,4 @@
-"""`difflab import guided-diffusion`: a guided-diffusion state dict becomes a run folder that load_run / load_classifier
+"""`difflab import guided-diffusion`: a guided-diffusion state dict becomes a run folder that load_run
 and the samplers accept, with the network's outputs unchanged; bad inputs are one-line UserErrors.
 
 The checkpoints are small guided-diffusion models (the test-only reference, guided_diffusion_sdk) saved with
@@ -21,9 +21,8 @@ with warnings.catch_warnings():
 
 from difflab.errors import UserError
 from difflab.samplers import ddim, ddpm
-from difflab.train.classifier import load_classifier
-from difflab.train.importer import RELEASES, import_guided_checkpoint, import_run_config
-from difflab.train.run import load_run
+from difflab.interop.guided_diffusion import RELEASES, import_guided_checkpoint, import_run_config
+from difflab.runs import load_run
 
 # A small class-conditional ADM model with learned sigmas (the 64x64 release's options) and its difflab --set items.
 GD_MODEL = dict(image_size=16, in_channels=3, model_channels=32, out_channels=6, num_res_blocks=1, attention_resolutions=(2,),
@@ -124,12 +123,12 @@ def test_imported_classifier_loads_and_matches_guided_diffusions_logits(tmp_path
     out = tmp_path / "clf"
     # --preset adm-imagenet64 --kind classifier means the classifier released beside that model
     _cli(checkpoint=pt, out=out, preset="adm-imagenet64", kind="classifier", overrides=CLASSIFIER_SETS)
-    loaded = load_classifier(out)
+    loaded = load_run(out, kind="classifier")
     assert loaded.cfg.process.schedule == "cosine" and loaded.cfg.model.num_classes == 10
     x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(6))
     t = torch.tensor([3, 900])
     with torch.no_grad():
-        torch.testing.assert_close(loaded.net(x, t), ref(x, t), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(loaded.model(x, t), ref(x, t), rtol=1e-5, atol=1e-5)
 
 
 def test_released_names_pick_preset_kind_and_schedule():

@@ -26,9 +26,9 @@ from difflab.denoiser import ModelDenoiser
 from difflab.losses import bits_per_dim
 from difflab.process import ProcessConfig, build_process
 from difflab.samplers import get_sampler
-from difflab.train.importer import RELEASES, _shapes
-from difflab.train.importer_improved import IMPROVED_PRESETS, IMPROVED_RELEASES, improved_run_config
-from difflab.train.run import load_run
+from difflab.interop.guided_diffusion import RELEASES, state_shapes
+from difflab.interop.improved_diffusion import IMPROVED_PRESETS, IMPROVED_RELEASES, improved_run_config
+from difflab.runs import load_run
 
 T = 4000  # the CIFAR-10 and ImageNet-64 releases: --diffusion_steps 4000, rescale_timesteps True (the default)
 # improved-diffusion's CIFAR-10 options on a small network: 4 heads (its default), AdaGN, learned sigmas, 2 -> 6 channels.
@@ -183,7 +183,7 @@ def test_release_presets_have_the_released_networks_keys_and_shapes(preset):
     with torch.device("meta"):
         ref = {k: tuple(v.shape) for k, v in gd_unet.UNetModel(**_create_model_kwargs(flags)).state_dict().items()}
     cfg = improved_run_config(flags)
-    assert _shapes("model", cfg.model) == ref
+    assert state_shapes("model", cfg.model) == ref
     # The process: improved-diffusion's beta schedule at its T (cosine at T = 4000 clips beta at 0.999 like T = 1000).
     ours = build_process(ProcessConfig(schedule=flags.noise_schedule, T=flags.diffusion_steps)).betas
     torch.testing.assert_close(ours, torch.from_numpy(gd.get_named_beta_schedule(flags.noise_schedule, flags.diffusion_steps)), rtol=1e-12, atol=1e-15)

@@ -206,7 +206,8 @@ def test_vlb_and_hybrid_scaling():
     T = 40
     process = VPProcess(linear_betas(T))
     x0 = _data(7)
-    net = OracleNet(process, x0, "eps", extra_channels=3)
+    # An imperfect network (it believes in a shifted x0), so L_simple is not zero and the hybrid's mse term is checked.
+    net = OracleNet(process, x0 + 0.1 * torch.randn(x0.shape, generator=_gen(10)), "eps", extra_channels=3)
     nn.init.uniform_(net.var, -0.5, 0.5, generator=_gen(8))
     dcfg = DenoiserConfig(var_type="learned_range")
     vlb_loss = DiffusionLoss(LossConfig(type="vlb"), process, dcfg)
@@ -218,7 +219,12 @@ def test_vlb_and_hybrid_scaling():
     ref = vlb_terms(ModelDenoiser(net, process, dcfg, clip_x0=False), x0, x_t, t)
     torch.testing.assert_close(out_vlb.detach(), T * ref.detach(), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(hybrid.last.vlb, ref.detach(), rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(out_hyb.detach(), hybrid.last.mse + 0.001 * T * ref.detach(), rtol=1e-5, atol=1e-6)
+    # L_simple computed here, not read back from the loss: mean over dimensions of (eps - eps_theta(x_t, t))^2.
+    eps_hat = ModelDenoiser(net, process, dcfg, clip_x0=False)(x_t, t).eps
+    mse = (eps - eps_hat).pow(2).flatten(1).mean(1).detach()
+    assert mse.min() > 0
+    torch.testing.assert_close(hybrid.last.mse, mse, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out_hyb.detach(), mse + 0.001 * T * ref.detach(), rtol=1e-5, atol=1e-6)
 
 
 class ParamNet(nn.Module):

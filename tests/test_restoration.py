@@ -14,7 +14,7 @@ from difflab.errors import UserError
 from difflab.oracle import GMMOracle, mixture_distance, random_diagonal_mixture, ring_mixture
 from difflab.process import VPProcess, linear_betas
 from difflab.samplers import ddim, timesteps
-from difflab.tasks import (
+from difflab.restoration import (
     ConditionConfig,
     Degradation,
     ImageConditioned,
@@ -257,7 +257,7 @@ def test_tinted_digits():
 
 
 def test_condition_config_checks_the_channels():
-    from difflab.train.presets import resolve_config
+    from difflab.runs import resolve_config
 
     with pytest.raises(UserError, match="model.in_channels must be 2"):
         resolve_config("digits", ["condition.kind=sr"])
@@ -376,8 +376,8 @@ def test_random_masks_keep_resume_and_accumulation_exact(tmp_path):
     """Random training masks are drawn in `draw` per global batch: a resumed run and gradient accumulation are exact."""
     from safetensors.torch import load_file
 
-    from difflab.train.presets import resolve_config
-    from difflab.train.run import train_run
+    from difflab.runs import resolve_config
+    from difflab.runs import train_run
 
     def final(run):
         ck = sorted((run / "checkpoints").glob("step-*.safetensors"), key=lambda p: int(p.stem.split("-")[1]))[-1]

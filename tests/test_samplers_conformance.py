@@ -70,7 +70,7 @@ def test_sampler_reaches_truth_and_improves_with_steps(name, process_key, d):
     spec = get_sampler(name)
     process, mix, oracle, x_T = _setup(process_key, d)
     floor = kl_floor(mix, N[d])
-    options = dict(spec.recommended_options)
+    options = {}  # the recommendation is made with the function's own defaults: what every caller gets
     x = _run(name, oracle, process, x_T, spec.recommended_steps, spec.recommended_spacing, **options)
     assert x.shape == x_T.shape
     rec = mixture_distance(mix, x)
@@ -219,17 +219,44 @@ def test_karras_schedule():
 
 def test_registry_listing_and_recommendations():
     rows = sampler_table()
-    assert [r[0] for r in rows] == list(SAMPLERS)
-    for name, nfe_per_step, stochastic, summary in rows:
-        spec = get_sampler(name)
-        assert nfe_per_step >= 1 and isinstance(stochastic, bool) and summary
-        assert spec.recommended_spacing in SPACINGS
+    assert [r["name"] for r in rows] == list(SAMPLERS)
+    for r in rows:
+        spec = get_sampler(r["name"])
+        assert r["nfe_per_step"] >= 1 and isinstance(r["stochastic"], bool) and r["summary"]
+        assert spec.recommended_spacing in SPACINGS and r["guidance"] is (spec.guided is not None)
         params = inspect.signature(spec.fn).parameters
-        assert all(k in params for k, _ in spec.recommended_options)
+        # The option schema is the signature: every keyword-only parameter but the shared ones, with its own default.
+        want = {k: p.default for k, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY and k not in ("y", "generator", "callback")}
+        assert r["options"] == want
         for shared in ("y", "generator", "callback"):
             assert params[shared].kind is inspect.Parameter.KEYWORD_ONLY
+        # NFE per step is stated at the default options: the slope of the whole run's NFE must equal it.
+        if count_nfe(spec, 1) is not None:
+            assert (count_nfe(spec, 101) - count_nfe(spec, 1)) / 100 == spec.nfe_per_step, r["name"]
     assert count_nfe(get_sampler("heun"), 10) == 19 and count_nfe(get_sampler("ode-rk45"), 10) is None
     assert count_nfe(get_sampler("langevin"), 10, n_steps_each=5, denoise=False) == 50
+    assert count_nfe(get_sampler("langevin"), 10) == 10 * get_sampler("langevin").nfe_per_step + 1  # default n_steps_each, denoise
+
+
+def test_sampler_options_are_parsed_and_validated_against_the_schema():
+    from difflab.errors import UserError
+
+    unipc, ddim_ = get_sampler("unipc"), get_sampler("ddim")
+    assert unipc.parse_options({"order": "3", "variant": "bh1", "corrector": "false"}) == {"order": 3, "variant": "bh1", "corrector": False}
+    assert ddim_.parse_options({"eta": "0.5"}) == {"eta": 0.5} and ddim_.parse_options({"eta": 1}) == {"eta": 1.0}
+    assert get_sampler("ddpm").parse_options(None) == {}
+    with pytest.raises(UserError, match="sampler 'ddim' has no option 'order'; its options: eta"):
+        ddim_.parse_options({"order": "3"})
+    with pytest.raises(UserError, match="has no option 'eta'; its options: none"):
+        get_sampler("dpmpp-2m").parse_options({"eta": "0"})
+    with pytest.raises(UserError, match="unipc.order must be an integer"):
+        unipc.parse_options({"order": "2.5"})
+    with pytest.raises(UserError, match="unipc.variant must be one of bh1, bh2"):
+        unipc.parse_options({"variant": "bh3"})
+    with pytest.raises(UserError, match="ddim.eta must be a number, not NaN"):
+        ddim_.parse_options({"eta": "nan"})
+    with pytest.raises(UserError, match="unipc.corrector must be true or false"):
+        unipc.parse_options({"corrector": "maybe"})
 
 
 # ----- options and paths beyond the defaults ---------------------------------------------------------------------

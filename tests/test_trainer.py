@@ -12,9 +12,9 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import tiny_overrides
-from difflab.train.presets import resolve_config
-from difflab.train.run import train_run
-from difflab.train.trainer import batch_indices
+from difflab.runs import resolve_config
+from difflab.runs import train_run
+from difflab.training.trainer import batch_indices
 
 
 def _final(run: Path) -> dict:

@@ -13,8 +13,8 @@ import logging
 import pytest
 import torch
 
-from difflab.nets import UNet, count_parameters, unet_preset, unet_state_dict_from_diffusers
-from difflab.nets.convert import DDPM_CIFAR10_DIFFUSERS
+from difflab.nets import UNet, count_parameters, unet_preset
+from difflab.interop.diffusers import DDPM_CIFAR10_DIFFUSERS, unet_state_dict_from_diffusers
 
 TOL64 = dict(rtol=1e-9, atol=1e-9)
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from difflab.cli.options import add_cache_dir, cache_dir, set_threads
+from difflab.samplers import SAMPLERS
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     from difflab.experiments.ablation import CELL_NAMES
@@ -16,24 +19,24 @@ def register(sub: argparse._SubParsersAction) -> None:
                          description="Ho et al. 2020 Table 2 on your data: mu- or eps-prediction, learned or fixed Sigma, L (vlb) or the "
                                      "simple MSE. Writes ablation.md, ablation.json, ablation_losses.png, ablation_samples.png and the "
                                      "cells' run folders (OUT/cells/NAME).")
-    a.add_argument("--data", default="digits", help="training data (default digits); held-out images come from its test split")
-    a.add_argument("--steps", type=int, required=True, help="training steps of every cell")
-    a.add_argument("--out", required=True, type=Path, help="report folder")
+    a.add_argument("--data", default="digits:train", help="training data, name[:split]; held-out images come from its test split")
+    a.add_argument("--train-steps", type=int, required=True, help="training steps of every cell")
+    a.add_argument("--out", required=True, type=Path, help="a folder: the report and the cells' runs")
     a.add_argument("--config", dest="base", default="digits", help="run preset, JSON file or run folder the cells start from (default digits; made unconditional)")
     a.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a config key in every cell (repeatable)")
     a.add_argument("--cell-set", dest="cell_overrides", action="append", default=[], metavar="CELL:KEY=VALUE",
                    help=f"override a key in one cell, e.g. eps-simple:train.lr=1e-4 (repeatable); cells: {', '.join(CELL_NAMES)}")
     a.add_argument("--cells", default=",".join(CELL_NAMES), help="comma-separated subset of the cells (default: all six)")
-    a.add_argument("--n", type=int, default=500, help="samples per cell for FID / precision / recall")
-    a.add_argument("--sampler", default="ddpm", help="sampler of those samples (default ddpm: ancestral, Algorithm 2)")
-    a.add_argument("--sample-steps", type=int, default=None, help="sampling steps (default: all T steps)")
+    a.add_argument("--n", type=int, default=500, help="number of images sampled per cell for FID / precision / recall")
+    a.add_argument("--sampler", choices=list(SAMPLERS), default="ddpm", help="sampler of those images (ddpm: ancestral, Algorithm 2)")
+    a.add_argument("--steps", type=int, default=None, help="number of sampling steps (default: all T steps)")
     a.add_argument("--nll-n", type=int, default=100, help="held-out images in the bits/dim estimate (the bound costs T network calls each)")
-    a.add_argument("--features", default="digits", help="feature network of FID: digits (8x8 digits) or inception")
+    a.add_argument("--features", choices=("digits", "inception"), default="digits", help="feature network of FID: digits (8x8 digits) or inception")
     a.add_argument("--ref", default=None, help="reference of FID (default: the test split of --data)")
     a.add_argument("--batch-size", type=int, default=250, help="images per sampling / NLL batch")
     a.add_argument("--seed", type=int, default=0, help="seed of the sampling and of the NLL's noise")
     a.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
-    a.add_argument("--cache-dir", type=Path, default=None, help="cache of the digits feature classifier (default ~/.cache/difflab)")
+    add_cache_dir(a)
     a.add_argument("--reuse", action="store_true", help="keep cells already trained in OUT/cells with the same config; train the rest")
     a.add_argument("--force", action="store_true", help="retrain every cell and overwrite the report")
     a.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -53,21 +56,14 @@ def _cell_overrides(items: list[str]) -> dict[str, tuple[str, ...]]:
 
 
 def run_ddpm(args: argparse.Namespace) -> int:
-    import torch
-
-    from difflab.cli.eval import DEFAULT_CACHE_DIR
-    from difflab.errors import UserError
     from difflab.experiments.ablation import AblationRequest, run_ablation
 
-    if args.threads is not None:
-        if args.threads < 1:
-            raise UserError(f"--threads must be at least 1; got {args.threads}")
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     cells = tuple(c.strip() for c in args.cells.split(",") if c.strip())
-    req = AblationRequest(out=args.out, data=args.data, steps=args.steps, base=args.base, overrides=tuple(args.overrides),
+    req = AblationRequest(out=args.out, data=args.data, train_steps=args.train_steps, base=args.base, overrides=tuple(args.overrides),
                           cell_overrides=_cell_overrides(args.cell_overrides), cells=cells, n=args.n, sampler=args.sampler,
-                          sample_steps=args.sample_steps, nll_n=args.nll_n, features=args.features, ref=args.ref,
-                          batch_size=args.batch_size, seed=args.seed, cache_dir=str((args.cache_dir or Path(DEFAULT_CACHE_DIR)).expanduser()),
+                          steps=args.steps, nll_n=args.nll_n, features=args.features, ref=args.ref,
+                          batch_size=args.batch_size, seed=args.seed, cache_dir=str(cache_dir(args)),
                           force=args.force, reuse=args.reuse)
     run_ablation(req, progress=not args.quiet)
     print((args.out / "ablation.md").read_text())

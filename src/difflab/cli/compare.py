@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from difflab.cli.options import add_cache_dir, cache_dir, set_threads
+from difflab.samplers import SAMPLERS
+
 
 def _int_list(text: str) -> tuple[int, ...]:
     from difflab.errors import UserError
@@ -20,15 +23,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Seed 000's comparison. Either --runs (trained runs of any kind) or --data with --budget "
                                    "(train a diffusion model, a VAE and a DCGAN with the same wall-clock budget first, into OUT/runs/).")
     p.add_argument("--runs", nargs="+", default=None, metavar="DIR", help="run folders to compare (diffusion, vae, dcgan)")
-    p.add_argument("--data", default=None, help="with --budget: the training data of all three models (e.g. digits)")
+    p.add_argument("--data", default=None, help="with --budget: the training data of all three models, name[:split] (e.g. digits:train)")
     p.add_argument("--budget", type=float, default=None, metavar="MINUTES", help="with --data: training minutes per model, of --clock")
     p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                    help="with --budget: 'wall' (wall-clock, the default) or 'cpu' (this process's CPU time: fair on a machine shared with other jobs)")
-    p.add_argument("--out", required=True, type=Path, help="report folder: table.md, compare.json, trilemma.md, losses.png, samples.png, trilemma.png")
-    p.add_argument("--features", default="digits", help="feature network of the metrics: digits (8x8 digits) or inception")
+    p.add_argument("--out", required=True, type=Path, help="a folder: the report, table.md, compare.json, trilemma.md, losses.png, samples.png, trilemma.png")
+    p.add_argument("--features", choices=("digits", "inception"), default="digits", help="feature network of the metrics: digits (8x8 digits) or inception")
     p.add_argument("--ref", default=None, help="reference images or stats (default: the test split of --data, else digits:test)")
-    p.add_argument("--n", type=int, default=1000, help="samples per model and per trilemma point")
-    p.add_argument("--sampler", default=None, help="diffusion sampler (default: each run's sample.sampler)")
+    p.add_argument("--n", type=int, default=1000, help="number of images sampled per model and per trilemma point")
+    p.add_argument("--sampler", choices=list(SAMPLERS), default=None, help="diffusion sampler (default: each run's sample.sampler)")
     p.add_argument("--steps", type=int, default=None, help="diffusion sampling steps of the table (default: each run's sample.steps)")
     p.add_argument("--trilemma-steps", default="5,10,25,50,100", metavar="K,K,...",
                    help="diffusion step counts of the trilemma (default 5,10,25,50,100)")
@@ -37,16 +40,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=256, help="images per sampling batch, the same for every model")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampling noise")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads for training and sampling (default: torch's)")
-    p.add_argument("--cache-dir", type=Path, default=None, help="cache of the digits feature classifier (default ~/.cache/difflab)")
+    add_cache_dir(p)
     p.add_argument("--force", action="store_true", help="overwrite a report (and with --budget, runs) already in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
-    from difflab.cli.eval import DEFAULT_CACHE_DIR
     from difflab.errors import UserError
     from difflab.experiments.budget import BUDGET_RUNS, train_with_budget
     from difflab.experiments.compare import REPORT_FILES, CompareRequest, compare
@@ -61,20 +61,16 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("give --runs DIR ... to compare trained runs, or --data NAME --budget MINUTES to train them first")
     if args.budget is not None and not args.budget > 0:
         raise UserError(f"--budget must be a positive number of minutes; got {args.budget:g}")
-    if args.threads is not None:
-        if args.threads < 1:
-            raise UserError(f"--threads must be at least 1; got {args.threads}")
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     if not args.force and any((args.out / f).exists() for f in REPORT_FILES):
         raise UserError(f"{args.out} already holds a comparison report; add --force to overwrite it or choose another --out")
-    cache = str((args.cache_dir or Path(DEFAULT_CACHE_DIR)).expanduser())
+    cache = str(cache_dir(args))
     runs, budget = args.runs, {}
     ref = args.ref or (f"{args.data.rpartition(':')[0] or args.data}:test" if args.data else "digits:test")
     if args.budget is not None:
-        from difflab.eval.sources import build_extractor, parse_feature_source
-
-        from difflab.eval.evaluate import check_enough_for_fid
+        from difflab.eval.sources import parse_feature_source
         from difflab.experiments.scoring import METRICS
+        from difflab.pipelines.evaluate import build_extractor, check_enough_for_fid
 
         parse_feature_source(args.features)  # fail before training on a bad --features
         if args.features == "digits":  # ... or when the digits classifier cannot be built, or --n is too small for it

@@ -6,23 +6,24 @@ import argparse
 import json
 from pathlib import Path
 
+from difflab.cli.options import add_cache_dir
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="train, sample and evaluate the digits preset on the CPU",
                        description="Train the digits preset (resuming or reusing a finished run in --out), sample, plot and evaluate.")
-    p.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder (default runs/demo)")
+    p.add_argument("--out", type=Path, default=Path("runs/demo"), help="a folder: the run")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a config key (repeatable)")
-    p.add_argument("--n", type=int, default=1000, help="number of samples for evaluation")
+    p.add_argument("--n", type=int, default=1000, help="number of images sampled for the evaluation")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument("--cache-dir", type=Path, default=None, help="cache of the digits feature classifier (default ~/.cache/difflab)")
+    add_cache_dir(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from difflab.train.checkpoint import list_checkpoints
-    from difflab.train.generate import SampleRequest, generate, write_samples
-    from difflab.train.presets import resolve_config
-    from difflab.train.run import train_run
+    from difflab.pipelines.sample import SampleRequest, generate, write_samples
+    from difflab.runs import resolve_config, train_run
+    from difflab.training.checkpoint import list_checkpoints
 
     out: Path = args.out
     cfg = resolve_config("digits", args.overrides)
@@ -50,15 +51,16 @@ def run(args: argparse.Namespace) -> int:
 
 def evaluate_demo(out: Path, args: argparse.Namespace, metrics_config=None) -> None:
     """DDIM-50 samples vs digits:test on the digits classifier's features, beside the real-vs-real floor -> eval.json."""
-    from difflab.cli.eval import DEFAULT_CACHE_DIR, format_table, write_json
-    from difflab.eval.evaluate import EvalRequest, evaluate
-    from difflab.eval.inputs import SamplingOptions
+    from difflab.cli.eval import format_table, write_json
+    from difflab.cli.options import cache_dir
     from difflab.eval.metrics import MetricsConfig
+    from difflab.pipelines.evaluate import EvalRequest, evaluate
+    from difflab.pipelines.sample import SampleRequest
 
     metrics_config = metrics_config or MetricsConfig()
-    cache = str((args.cache_dir or Path(DEFAULT_CACHE_DIR)).expanduser())
+    cache = str(cache_dir(args))
     metrics = ("fid", "precision", "recall", "kid", "is")
-    sampling = SamplingOptions(sampler="ddim", steps=50, n=args.n, seed=0, batch_size=250)
+    sampling = SampleRequest(sampler="ddim", steps=50, n=args.n, seed=0, batch_size=250)
     model = evaluate(EvalRequest(samples=str(out), ref="digits:test", features="digits", metrics=metrics,
                                  sampling=sampling, batch_size=256, cache_dir=cache, metrics_config=metrics_config),
                      progress=not args.quiet)

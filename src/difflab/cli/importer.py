@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--preset", default=None, help="difflab preset of the network, e.g. adm-imagenet64 or adm-imagenet64-clf; "
                                                   "default: the release's with this file name")
     g.add_argument("--kind", choices=("model", "classifier"), default=None, help="diffusion model or noise-aware classifier; default: the release's, else model")
-    g.add_argument("--out", required=True, type=Path, help="run folder to write (config.json, checkpoints/step-0.*)")
+    g.add_argument("--out", required=True, type=Path, help="a folder: the run to write (config.json, checkpoints/step-0.*)")
     g.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a key of the run config, e.g. --set process.schedule=cosine or --set model.dropout=0 (repeatable)")
     g.add_argument("--force", action="store_true", help="replace a run already in --out")
@@ -36,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     i.add_argument("--checkpoint", required=True, type=Path, help="the .pt file, e.g. cifar10_uncond_50M_500K.pt (loaded with weights_only=True)")
     i.add_argument("--preset", default=None, help="the release's flags, e.g. iddpm-cifar10 or iddpm-imagenet64-cond; "
                                                   "default: the release's with this file name")
-    i.add_argument("--out", required=True, type=Path, help="run folder to write (config.json, checkpoints/step-0.*)")
+    i.add_argument("--out", required=True, type=Path, help="a folder: the run to write (config.json, checkpoints/step-0.*)")
     i.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a key of the run config, e.g. --set model.num_heads=1 or --set process.schedule=linear (repeatable)")
     i.add_argument("--force", action="store_true", help="replace a run already in --out")
@@ -44,21 +44,20 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from difflab.train.importer import import_guided_checkpoint
+    from difflab.interop import import_checkpoint
+    from difflab.runs import run_kind
 
-    out = import_guided_checkpoint(args.checkpoint, args.out, preset=args.preset, kind=args.kind, overrides=args.overrides,
-                                  force=args.force)
-    import json
-
-    is_classifier = json.loads((out / "checkpoints" / "step-0.json").read_text()).get("kind") == "classifier"
+    out = import_checkpoint("guided-diffusion", args.checkpoint, args.out, preset=args.preset, kind=args.kind, overrides=args.overrides,
+                            force=args.force)
+    is_classifier = run_kind(out) == "classifier"
     use = f"difflab sample --guidance classifier --classifier {out} ..." if is_classifier else f"difflab sample --run {out} --out samples.png"
     print(f"imported {args.checkpoint.name} -> {out}  (use: {use})")
     return 0
 
 
 def run_improved(args: argparse.Namespace) -> int:
-    from difflab.train.importer_improved import import_improved_checkpoint
+    from difflab.interop import import_checkpoint
 
-    out = import_improved_checkpoint(args.checkpoint, args.out, preset=args.preset, overrides=args.overrides, force=args.force)
+    out = import_checkpoint("improved-diffusion", args.checkpoint, args.out, preset=args.preset, overrides=args.overrides, force=args.force)
     print(f"imported {args.checkpoint.name} -> {out}  (use: difflab sample --run {out} --out samples.png, difflab nll --run {out} ...)")
     return 0

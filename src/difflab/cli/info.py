@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("model", help="print a network's architecture and parameter count", description="Architecture summary of a preset, config or run.")
-    p.add_argument("spec", metavar="NAME|PATH", help="network or run preset (e.g. digits, ddpm-cifar10, adm-imagenet64, digits-vae, digits-dcgan), JSON config, or run folder")
+    p.add_argument("spec", metavar="NAME|PATH", help="network or run preset (e.g. digits, ddpm-cifar10, adm-imagenet64, digits-vae, digits-dcgan, digits-clf), JSON config, or run folder")
     p.set_defaults(func=run_model)
 
     p = sub.add_parser("config", help="print a fully resolved run config", description="Print the resolved run config as JSON, or document every key.")
-    p.add_argument("spec", metavar="NAME|PATH", nargs="?", default="digits", help="run preset (default digits; also digits-vae, digits-dcgan), JSON file or run folder")
+    p.add_argument("spec", metavar="NAME|PATH", nargs="?", default="digits", help="run preset of any kind (digits, digits-cond, digits-vae, digits-dcgan, digits-clf, ...), JSON file or run folder")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a key (repeatable)")
     p.add_argument("--keys", action="store_true", help="list every config key with its type, value and meaning")
     p.set_defaults(func=run_config)
@@ -21,25 +22,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_samplers)
 
 
-def run_model(args: argparse.Namespace) -> int:
-    from difflab.baselines import baseline_kind_of
-    from difflab.nets import summarize_unet
-    from difflab.train.presets import model_config
-
-    if baseline_kind_of(args.spec) is not None:
-        print(summarize_baseline(args.spec))
-        return 0
-    print(summarize_unet(model_config(args.spec)))
-    return 0
-
-
-def summarize_baseline(spec: str) -> str:
-    """The VAE's or DCGAN's config and its parameter count per part (encoder/decoder, generator/discriminator)."""
-    from difflab.baselines import build_baseline_model, resolve_baseline_config
+def model_summary(spec: str) -> str:
+    """The architecture and parameter count of a network preset (e.g. ddpm-cifar10) or of the network of a run preset,
+    JSON config or run folder of any kind."""
     from difflab.configs import to_dict
+    from difflab.nets import UNET_PRESETS, summarize_unet, unet_preset
+    from difflab.runs import PRESET_KINDS, kind_of_config, resolve_config
 
-    cfg = resolve_baseline_config(spec)
-    model = build_baseline_model(cfg)
+    if spec in UNET_PRESETS and spec not in PRESET_KINDS:
+        return summarize_unet(unet_preset(spec))
+    path = Path(spec)
+    if path.is_file():
+        data = json.loads(path.read_text()) if path.suffix == ".json" else None
+        if isinstance(data, dict) and "model" not in data:  # a network config on its own, not a run config
+            from difflab.configs import from_dict
+            from difflab.nets import UNetConfig
+
+            return summarize_unet(from_dict(UNetConfig, data))
+    cfg = resolve_config(spec)
+    if cfg.kind == "diffusion":
+        return summarize_unet(cfg.model)
+    model = kind_of_config(cfg).build_model(cfg)
     m = cfg.model
     settings = ", ".join(f"{k} {v}" for k, v in to_dict(m).items() if k not in ("image_size", "in_channels"))
     lines = [f"{cfg.kind.upper()}: {m.in_channels}x{m.image_size}x{m.image_size}; {settings}"]
@@ -50,15 +53,16 @@ def summarize_baseline(spec: str) -> str:
     return "\n".join(lines)
 
 
-def run_config(args: argparse.Namespace) -> int:
-    from difflab.baselines import baseline_kind_of, resolve_baseline_config
-    from difflab.configs import describe, flatten_dict, to_dict
-    from difflab.train.presets import resolve_config
+def run_model(args: argparse.Namespace) -> int:
+    print(model_summary(args.spec))
+    return 0
 
-    if baseline_kind_of(args.spec) is not None:  # a VAE or DCGAN preset, config or run
-        cfg = resolve_baseline_config(args.spec, args.overrides)
-    else:
-        cfg = resolve_config(args.spec, args.overrides)
+
+def run_config(args: argparse.Namespace) -> int:
+    from difflab.configs import describe, flatten_dict, to_dict
+    from difflab.runs import resolve_config
+
+    cfg = resolve_config(args.spec, args.overrides)
     if not args.keys:
         print(json.dumps(to_dict(cfg), indent=2))
         return 0
@@ -69,12 +73,15 @@ def run_config(args: argparse.Namespace) -> int:
 
 
 def run_samplers(args: argparse.Namespace) -> int:
-    from difflab.samplers import SAMPLERS, count_nfe
+    from difflab.samplers import sampler_table
 
-    print(f"{'name':<10} {'NFE/step':>8} {'stochastic':>10} {'steps':>6} {'spacing':<12} {'NFE':>5}  summary")
-    for s in SAMPLERS.values():
-        nfe = count_nfe(s, s.recommended_steps, **dict(s.recommended_options))
-        print(f"{s.name:<10} {s.nfe_per_step:>8} {str(s.stochastic).lower():>10} {s.recommended_steps:>6} "
-              f"{s.recommended_spacing:<12} {'adapt' if nfe is None else nfe:>5}  {s.summary}")
-    print("\nsteps, spacing and NFE: the recommended settings, checked on the Gaussian-mixture oracle (docs/samplers.md)")
+    rows = sampler_table()
+    print(f"{'name':<10} {'NFE/step':>8} {'stochastic':>10} {'steps':>6} {'spacing':<12} {'NFE':>5} {'guidance':>8}  summary")
+    for r in rows:
+        print(f"{r['name']:<10} {r['nfe_per_step']:>8} {str(r['stochastic']).lower():>10} {r['steps']:>6} "
+              f"{r['spacing']:<12} {'adapt' if r['nfe'] is None else r['nfe']:>5} {'yes' if r['guidance'] else 'no':>8}  {r['summary']}")
+        if r["options"]:
+            print(f"{'':<12}options: " + ", ".join(f"{k}={v}" for k, v in r["options"].items()))
+    print("\nsteps, spacing and NFE: the recommended settings (with the default options), checked on the Gaussian-mixture oracle "
+          "(docs/samplers.md); set an option with --sampler-opt KEY=VALUE")
     return 0

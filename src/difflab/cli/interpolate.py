@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from difflab.cli.options import add_device
+from difflab.samplers import SPACINGS
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("interpolate", help="interpolate between two latents (seeds or inverted images)",
@@ -17,9 +20,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--index", type=int, nargs=2, metavar=("I", "J"), default=(0, 1), help="indices of the two images in --data")
     p.add_argument("--frames", type=int, default=9, help="number of images along the path (>= 2)")
     p.add_argument("--steps", type=int, default=50, help="DDIM steps (inversion and decoding)")
-    p.add_argument("--spacing", default="leading", help="timestep spacing (see `difflab config --keys`, sample.spacing)")
+    p.add_argument("--spacing", choices=list(SPACINGS), default="leading", help="how the steps are spread over 0..T-1")
     p.add_argument("--class", dest="label", type=int, default=None, help="class label for a class-conditional model")
-    p.add_argument("--out", required=True, type=Path, help="PNG strip to write")
+    add_device(p)
+    p.add_argument("--out", required=True, type=Path, help="a file: the .png strip to write")
     p.add_argument("--force", action="store_true", help="overwrite --out")
     p.set_defaults(func=run)
 
@@ -30,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     from difflab.data import load_dataset, parse_data_spec, save_image_grid
     from difflab.errors import UserError
     from difflab.samplers import ddim, invert, prior_sample, select_steps, slerp
-    from difflab.train.run import load_run
+    from difflab.runs import load_run
 
     if args.frames < 2:
         raise UserError(f"--frames must be at least 2; got {args.frames}")
@@ -38,7 +42,10 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--out must be a .png file; got {args.out.name}")
     if args.out.exists() and not args.force:
         raise UserError(f"{args.out} exists; choose another --out or add --force to overwrite it")
-    run_ = load_run(args.run)
+    from difflab.training.dist import resolve_device
+
+    device = resolve_device(args.device)
+    run_ = load_run(args.run, kind="diffusion", device=device)
     den, m = run_.denoiser, run_.cfg.model
     p = den.process
     if not 1 <= args.steps <= p.T:
@@ -52,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     if m.num_classes is not None:
         y = torch.tensor([args.label if args.label is not None else 0])
     if args.seeds is not None:
-        z0, z1 = (prior_sample(p, shape, torch.Generator().manual_seed(s), dtype=torch.float32) for s in args.seeds)
+        z0, z1 = (prior_sample(p, shape, torch.Generator().manual_seed(seed), dtype=torch.float32) for seed in args.seeds)
     else:
         data = load_dataset(parse_data_spec(args.data))
         n = data.x.shape[0]
@@ -62,11 +69,11 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"{args.data} images are {tuple(data.x.shape[1:])} but the model makes {shape[1:]}")
         x = data.x[list(args.index)]
         yy = y.expand(2) if y is not None else None
-        z = invert(den, x, steps, yy)
+        z = invert(den, x.to(device), steps, None if yy is None else yy.to(device)).cpu()
         z0, z1 = z[:1], z[1:]
     alphas = torch.linspace(0, 1, args.frames)
     z = torch.cat([slerp(z0, z1, float(a)) for a in alphas])
-    frames = ddim(den, z, steps, y=None if y is None else y.expand(args.frames))
+    frames = ddim(den, z.to(device), steps, y=None if y is None else y.expand(args.frames).to(device)).cpu()
     save_image_grid(frames.clamp(-1, 1), args.out, nrow=args.frames)
     print(f"wrote {args.frames} frames to {args.out}")
     return 0

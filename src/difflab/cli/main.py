@@ -11,8 +11,9 @@ from difflab.errors import UserError
 
 def build_parser() -> argparse.ArgumentParser:
     from difflab.cli import ablation, classifier, compare, demo, eval, importer, info, interpolate, restore, sample, sweep, train
+    from difflab.cli.options import Parser
 
-    parser = argparse.ArgumentParser(prog="difflab", description="Train, sample, guide and evaluate pixel diffusion models.")
+    parser = Parser(prog="difflab", description="Train, sample, guide and evaluate diffusion models (and their baselines).")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in (train, sample, info, demo, eval, classifier, sweep, compare, ablation, restore, interpolate, importer):
         module.register(sub)
@@ -21,8 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
     try:
+        args = parser.parse_args(argv)
         return int(args.func(args) or 0)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)

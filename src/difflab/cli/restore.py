@@ -11,6 +11,9 @@ import argparse
 import time
 from pathlib import Path
 
+from difflab.cli.options import add_device, add_sampler_args, parse_key_values
+from difflab.samplers import SPACINGS
+
 
 def _common(p: argparse.ArgumentParser, *, default_n: int = 16) -> None:
     p.add_argument("--run", required=True, type=Path, help="run folder (newest checkpoint) or a step-N.safetensors file")
@@ -20,8 +23,8 @@ def _common(p: argparse.ArgumentParser, *, default_n: int = 16) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of all randomness (masks, added noise, samplers)")
     p.add_argument("--batch-size", type=int, default=256, help="images per network batch")
     p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA weights")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    p.add_argument("--out", required=True, type=Path, help="OUT.png (grid) and OUT.npz (arrays) are both written; give either name")
+    add_device(p)
+    p.add_argument("--out", required=True, type=Path, help="a file name: OUT.png (grid) and OUT.npz (arrays) are both written; give either")
     p.add_argument("--force", action="store_true", help="overwrite existing outputs")
 
 
@@ -50,8 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                                                     "pixels); --image is taken as already noisy, --data is noised here (with --seed)")
     p.add_argument("--method", choices=("sample", "mean"), default="sample", help="'sample': run the sampler (a posterior sample); "
                                                                                   "'mean': one network evaluation, the posterior mean E[x_0 | x_t]")
-    p.add_argument("--sampler", default="ddpm", help="sampler for --method sample (default ddpm)")
-    p.add_argument("--steps", type=int, default=50, help="steps from the matching timestep down to 0 (default 50)")
+    add_sampler_args(p, sampler_default="ddpm", steps_default=50, spacing=False, what=" (for --method sample; steps from the matching timestep down to 0)")
     _class(p)
     p.set_defaults(func=run_denoise)
 
@@ -59,8 +61,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="SDEdit (Meng et al. 2022): noise the input to t = strength * T and denoise it with a sampler.")
     _common(p)
     p.add_argument("--strength", type=float, required=True, help="in [0, 1]: 0 returns the input, 1 ignores it (a plain sample)")
-    p.add_argument("--sampler", default="ddim", help="sampler (default ddim)")
-    p.add_argument("--steps", type=int, default=50, help="steps from t = strength * T down to 0 (default 50)")
+    add_sampler_args(p, sampler_default="ddim", steps_default=50, spacing=False, what=" (steps from t = strength * T down to 0)")
     _class(p)
     p.set_defaults(func=run_img2img)
 
@@ -70,11 +71,20 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "itself (the low-resolution image for sr, a grayscale image for colorize, the image to fill for inpaint).")
     _common(p)
     p.add_argument("--mask", default=None, help="inpainting runs: center, left, random or an image file (white = known); default the run's condition.mask")
-    p.add_argument("--sampler", default=None, help="sampler; default the run's sample.sampler")
-    p.add_argument("--steps", type=int, default=None, help="sampling steps; default the run's sample.steps")
-    p.add_argument("--spacing", default=None, help="timestep spacing; default the run's sample.spacing")
+    add_sampler_args(p, spacing=False)
+    p.add_argument("--spacing", choices=list(SPACINGS), default=None, help="how the steps are spread over 0..T-1; default: the run's sample.spacing")
     _class(p)
     p.set_defaults(func=run_restore)
+
+
+def _device(args: argparse.Namespace) -> str:
+    from difflab.training.dist import resolve_device
+
+    return str(resolve_device(args.device))
+
+
+def _options(args: argparse.Namespace) -> dict:
+    return parse_key_values(args.sampler_opts, "--sampler-opt")
 
 
 def _generator(seed: int):
@@ -91,11 +101,12 @@ def _report(png: Path, npz: Path, n: int, seconds: float, scores: dict[str, floa
 
 
 def run_inpaint(args: argparse.Namespace) -> int:
-    from difflab.tasks import make_masks, psnr, repaint_nfe
-    from difflab.train.restore import check_outputs, class_labels, inpaint_images, load_inputs, load_restoration_run, write_rows
+    from difflab.restoration import make_masks, psnr, repaint_nfe
+    from difflab.pipelines.restore import check_outputs, class_labels, inpaint_images, load_inputs, load_restoration_run, write_rows
 
     png, npz = check_outputs(args.out, args.force)
-    run = load_restoration_run(args.run, conditional=False, command="inpaint", device=args.device, ema=not args.no_ema)
+    dev = _device(args)
+    run = load_restoration_run(args.run, conditional=False, command="inpaint", device=dev, ema=not args.no_ema)
     inputs = load_inputs(run, args.image, args.data, args.n)
     labels = class_labels(run, len(inputs.x), args.label, inputs.labels)
     g = _generator(args.seed)
@@ -103,7 +114,7 @@ def run_inpaint(args: argparse.Namespace) -> int:
     nfe = repaint_nfe(args.steps, args.jump_length, args.jump_n_sample)
     t0 = time.perf_counter()
     out = inpaint_images(run, inputs.x, masks, labels, n_steps=args.steps, jump_length=args.jump_length, jump_n_sample=args.jump_n_sample,
-                         generator=g, batch_size=args.batch_size, device=args.device)
+                         generator=g, batch_size=args.batch_size, device=dev)
     seconds = time.perf_counter() - t0
     masked = inputs.x * masks
     cols = {"input": masked, "output": out, **({"target": inputs.x} if inputs.from_data else {})}
@@ -119,12 +130,13 @@ def run_inpaint(args: argparse.Namespace) -> int:
 def run_denoise(args: argparse.Namespace) -> int:
     import torch
 
-    from difflab.tasks import check_noise_sigma, matching_step, psnr
-    from difflab.train.restore import check_outputs, class_labels, denoise_images, load_inputs, load_restoration_run, write_rows
+    from difflab.restoration import check_noise_sigma, matching_step, psnr
+    from difflab.pipelines.restore import check_outputs, class_labels, denoise_images, load_inputs, load_restoration_run, write_rows
 
     check_noise_sigma(args.noise_sigma)
     png, npz = check_outputs(args.out, args.force)
-    run = load_restoration_run(args.run, conditional=False, command="denoise", device=args.device, ema=not args.no_ema)
+    dev = _device(args)
+    run = load_restoration_run(args.run, conditional=False, command="denoise", device=dev, ema=not args.no_ema)
     t = matching_step(run.denoiser.process, args.noise_sigma)
     inputs = load_inputs(run, args.image, args.data, args.n)
     labels = class_labels(run, len(inputs.x), args.label, inputs.labels)
@@ -132,7 +144,7 @@ def run_denoise(args: argparse.Namespace) -> int:
     noisy = inputs.x + args.noise_sigma * torch.randn(inputs.x.shape, generator=g) if inputs.from_data else inputs.x
     t0 = time.perf_counter()
     out = denoise_images(run, noisy, args.noise_sigma, labels, sampler=args.sampler, n_steps=args.steps, method=args.method, generator=g,
-                         batch_size=args.batch_size, device=args.device)
+                         batch_size=args.batch_size, device=dev, sampler_options=_options(args))
     seconds = time.perf_counter() - t0
     cols = {"input": noisy, "output": out, **({"target": inputs.x} if inputs.from_data else {})}
     write_rows(png, cols, inputs.labels)
@@ -142,17 +154,18 @@ def run_denoise(args: argparse.Namespace) -> int:
 
 
 def run_img2img(args: argparse.Namespace) -> int:
-    from difflab.tasks import check_strength, strength_step
-    from difflab.train.restore import check_outputs, class_labels, img2img_images, load_inputs, load_restoration_run, write_rows
+    from difflab.restoration import check_strength, strength_step
+    from difflab.pipelines.restore import check_outputs, class_labels, img2img_images, load_inputs, load_restoration_run, write_rows
 
     check_strength(args.strength)
     png, npz = check_outputs(args.out, args.force)
-    run = load_restoration_run(args.run, conditional=False, command="img2img", device=args.device, ema=not args.no_ema)
+    dev = _device(args)
+    run = load_restoration_run(args.run, conditional=False, command="img2img", device=dev, ema=not args.no_ema)
     inputs = load_inputs(run, args.image, args.data, args.n)
     labels = class_labels(run, len(inputs.x), args.label, inputs.labels)
     t0 = time.perf_counter()
     out = img2img_images(run, inputs.x, args.strength, labels, sampler=args.sampler, n_steps=args.steps, generator=_generator(args.seed),
-                         batch_size=args.batch_size, device=args.device)
+                         batch_size=args.batch_size, device=dev, sampler_options=_options(args))
     seconds = time.perf_counter() - t0
     write_rows(png, {"input": inputs.x, "output": out}, inputs.labels)
     _report(png, npz, len(out), seconds, None, f"SDEdit from t = {strength_step(run.denoiser.process.T, args.strength)}  ")
@@ -160,8 +173,8 @@ def run_img2img(args: argparse.Namespace) -> int:
 
 
 def run_restore(args: argparse.Namespace) -> int:
-    from difflab.tasks import build_degradation
-    from difflab.train.restore import (
+    from difflab.restoration import build_degradation
+    from difflab.pipelines.restore import (
         check_outputs,
         class_labels,
         load_inputs,
@@ -174,7 +187,8 @@ def run_restore(args: argparse.Namespace) -> int:
     )
 
     png, npz = check_outputs(args.out, args.force)
-    run = load_restoration_run(args.run, conditional=True, command="restore", device=args.device, ema=not args.no_ema)
+    dev = _device(args)
+    run = load_restoration_run(args.run, conditional=True, command="restore", device=dev, ema=not args.no_ema)
     cfg = run.cfg
     c, s = observation_shape(run)
     inputs = load_inputs(run, args.image, args.data, args.n, size=s, channels=c)
@@ -183,7 +197,7 @@ def run_restore(args: argparse.Namespace) -> int:
     obs, masks = observations(run, inputs, args.mask, g)
     t0 = time.perf_counter()
     out = restore_images(run, obs, labels, sampler=args.sampler, n_steps=args.steps, spacing=args.spacing, generator=g,
-                         batch_size=args.batch_size, device=args.device)
+                         batch_size=args.batch_size, device=dev, sampler_options=_options(args))
     seconds = time.perf_counter() - t0
     deg = build_degradation(cfg.condition, cfg.data_channels)
     cols = {"input": deg.show(obs), "output": out, **({"target": inputs.x} if inputs.from_data else {})}

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-DEFAULT_CACHE_DIR = "~/.cache/difflab"
+from difflab.cli.options import add_cache_dir, add_device, add_sampler_args, cache_dir, parse_key_values
+from difflab.samplers import SPACINGS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,18 +23,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--base", choices=("auto", "cond", "uncond"), default="auto",
                    help="classifier guidance of the conditional or the unconditional prediction (see `difflab sample --help`)")
     g.add_argument("--scales", default="0,1,2,4,10", help="comma-separated guidance scales (default 0,1,2,4,10)")
-    g.add_argument("--n", type=int, default=50, help="samples per class at each scale (default 50)")
-    g.add_argument("--sampler", default=None, help="sampler name; default: the run's sample.sampler")
-    g.add_argument("--steps", type=int, default=None, help="sampling steps; default: the run's sample.steps")
-    g.add_argument("--spacing", default=None, help="timestep spacing; default: the run's")
-    g.add_argument("--eta", type=float, default=None, help="DDIM noise; default: the run's")
+    g.add_argument("--per-class", type=int, default=50, help="images of each class at each scale")
+    add_sampler_args(g, spacing=False)
+    g.add_argument("--spacing", choices=list(SPACINGS), default=None, help="how the steps are spread over 0..T-1; default: the run's sample.spacing")
     g.add_argument("--seed", type=int, default=0, help="seed of x_T and sampler noise (the same at every scale)")
     g.add_argument("--batch-size", type=int, default=250, help="images per network batch")
     g.add_argument("--ref", default="digits:test", help="reference images for FID / precision / recall (default digits:test)")
-    g.add_argument("--features", default="digits", help="feature space: digits (default; its classifier also gives the accuracy) or inception")
-    g.add_argument("--cache-dir", type=Path, default=None, help=f"where trained feature networks are cached (default {DEFAULT_CACHE_DIR})")
-    g.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    g.add_argument("--out", required=True, type=Path, help="report folder (sweep.json, sweep.md, sweep.png, grids/)")
+    g.add_argument("--features", choices=("digits", "inception"), default="digits",
+                   help="feature space: digits (its classifier also gives the accuracy) or inception")
+    add_cache_dir(g)
+    add_device(g)
+    g.add_argument("--out", required=True, type=Path, help="a folder: the report (sweep.json, sweep.md, sweep.png, grids/)")
     g.add_argument("--force", action="store_true", help="overwrite a report already in --out")
     g.add_argument("--quiet", action="store_true", help="no progress bars")
     g.set_defaults(func=run_guidance)
@@ -41,20 +41,20 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_guidance(args: argparse.Namespace) -> int:
     from difflab.errors import UserError
-    from difflab.train.guidance_sweep import SweepRequest, guidance_sweep, markdown_table, parse_scales, write_sweep
+    from difflab.experiments.guidance_sweep import SweepRequest, guidance_sweep, markdown_table, parse_scales, write_sweep
 
     if args.out.exists() and not args.out.is_dir():
         raise UserError(f"--out {args.out} is a file; give a folder for the report")
     if (args.out / "sweep.json").exists() and not args.force:
         raise UserError(f"{args.out} already holds a sweep report; choose another --out or add --force to overwrite it")
-    req = SweepRequest(run=args.run, scales=parse_scales(args.scales), n=args.n, guidance=args.guidance, classifier=args.classifier,
-                       base=args.base, sampler=args.sampler, steps=args.steps, spacing=args.spacing, eta=args.eta, seed=args.seed,
-                       batch_size=args.batch_size, ref=args.ref, features=args.features,
-                       cache_dir=str((args.cache_dir or Path(DEFAULT_CACHE_DIR)).expanduser()), device=args.device)
+    req = SweepRequest(run=args.run, scales=parse_scales(args.scales), n=args.per_class, guidance=args.guidance, classifier=args.classifier,
+                       base=args.base, sampler=args.sampler, steps=args.steps, spacing=args.spacing,
+                       sampler_options=parse_key_values(args.sampler_opts, "--sampler-opt"), seed=args.seed,
+                       batch_size=args.batch_size, ref=args.ref, features=args.features, cache_dir=str(cache_dir(args)), device=args.device)
     report = guidance_sweep(req, progress=not args.quiet, grids=args.out / "grids")
     paths = write_sweep(report, args.out)
     print(f"guidance: {args.guidance} (base: {report['base']})  sampler: {report['sampler']} {report['steps']} steps  "
-          f"{args.n} per class  features: {report['features']} vs {report['ref']}")
+          f"{args.per_class} per class  features: {report['features']} vs {report['ref']}")
     print(markdown_table(report), end="")
     print(f"wrote {paths['json']}, {paths['markdown']}, {paths['plot']}")
     return 0

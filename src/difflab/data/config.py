@@ -103,7 +103,10 @@ class DataConfig:
 
 
 def parse_data_spec(spec: str, base: DataConfig | None = None) -> DataConfig:
-    """'name[:split]' (e.g. 'digits:test', 'data/faces:train') -> DataConfig; other fields come from `base`."""
+    """'name[:split]' (e.g. 'digits:test', 'data/faces:train') -> DataConfig; other fields come from `base`.
+
+    A bare name means every image of the set (split 'all') in every command; ':train' or ':test' picks a split.
+    """
     if not isinstance(spec, str) or not spec.strip():
         raise UserError("empty data spec: give 'digits', an image folder or an .npz file, optionally with ':train', ':test' or ':all'")
     name, split = spec, None
@@ -114,4 +117,4 @@ def parse_data_spec(spec: str, base: DataConfig | None = None) -> DataConfig:
         elif not Path(spec).expanduser().exists():
             raise UserError(f"unknown split {tail!r} in data spec {spec!r}: write name[:split] with split one of {', '.join(SPLITS)}")
     base = base if base is not None else DataConfig()
-    return dataclasses.replace(base, name=name, split=split if split is not None else base.split)
+    return dataclasses.replace(base, name=name, split=split if split is not None else "all")

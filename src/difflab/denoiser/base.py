@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from difflab.process import NoiseProcess
+from difflab.process.base import bcast  # re-exported: the denoiser layer and everything above use it
 
 
 class Prediction(NamedTuple):
@@ -36,11 +37,6 @@ def as_timesteps(t: Tensor | int, batch: int) -> Tensor:
     """Integer timesteps as a (B,) long tensor on the CPU (tables live there)."""
     t = torch.as_tensor(t).long().cpu()
     return t.expand(batch).clone() if t.ndim == 0 else t
-
-
-def bcast(v: Tensor, like: Tensor) -> Tensor:
-    """(B,) -> (B, 1, ..., 1) in like's dtype and device."""
-    return v.to(device=like.device, dtype=like.dtype).reshape(-1, *([1] * (like.ndim - 1)))
 
 
 def complete_prediction(

@@ -1,12 +1,10 @@
-"""What `--samples` and `--ref` may name, resolved to images in [-1, 1] (or, for a reference, ready statistics).
+"""Image sets and reference statistics files: what evaluation compares, once a spec has been read.
 
-A spec is, in this order of precedence:
-  - a run folder (holds config.json or checkpoints/) or a step-N.safetensors checkpoint: sampled now with
-    `SamplingOptions` through `difflab.train.generate` (eval sits beside train and reuses its sampling);
-  - a reference statistics file written by `difflab stats` (.npz with format=difflab-feature-stats-v1);
-  - an .npz of images (guided-diffusion's layout: arr_0 uint8 NHWC, optional arr_1 labels) or an image folder:
-    all of its images, unless written as 'path:train' / 'path:test';
-  - a data set name with an optional split, e.g. 'digits:test' (a bare 'digits' means all 1,797 images).
+`load_images` reads an .npz of images (guided-diffusion's layout: arr_0 uint8 NHWC, optional arr_1 labels), an
+image folder or a data set with an optional split (e.g. 'digits:test'); a path means all of its images unless written
+'path:train' / 'path:test', and a bare data set name means its test split (held-out data, as everywhere in difflab).
+Statistics files are written by `difflab stats` (.npz with format=difflab-feature-stats-v1). Sampling a run folder
+given as a set of images is the pipelines' business (difflab.pipelines.evaluate), since it needs the run.
 """
 
 from __future__ import annotations
@@ -25,20 +23,6 @@ from difflab.eval.metrics import FeatureStats, load_stats, save_stats
 from difflab.eval.metrics.features import STATS_FORMAT
 
 META_KEY = "difflab_meta"  # extra JSON entry in a stats file (no '/', so load_stats ignores it)
-
-
-@dataclass(frozen=True)
-class SamplingOptions:
-    """How a run folder is sampled when it is given as a set of images."""
-
-    sampler: str | None = None  # None: the run's sample.sampler
-    steps: int | None = None  # None: the run's sample.steps
-    spacing: str | None = None  # None: the run's sample.spacing; "searched" searches one (samplers/search.py)
-    timesteps: object = None  # explicit steps (a list, "a,b,c" or a .json file); replaces steps/spacing
-    n: int = 1000
-    seed: int = 0
-    batch_size: int = 256
-    device: str = "cpu"
 
 
 @dataclass(frozen=True, eq=False)
@@ -72,13 +56,6 @@ class StatsRef:
         return max(st.n for st in self.stats.values())
 
 
-def is_run(path: Path) -> bool:
-    """A run folder or one of its checkpoint files."""
-    if path.is_dir():
-        return (path / "config.json").is_file() or (path / "checkpoints").is_dir()
-    return path.suffix == ".safetensors" and path.is_file()
-
-
 def is_stats_file(path: Path) -> bool:
     """An .npz written by save_stats (its 'format' entry), read without unpickling."""
     if path.suffix.lower() != ".npz" or not path.is_file():
@@ -88,22 +65,6 @@ def is_stats_file(path: Path) -> bool:
             return "format" in z.files and str(z["format"]) == STATS_FORMAT
     except (ValueError, OSError, EOFError, zipfile.BadZipFile, AttributeError):
         return False  # not an archive: the image reader gives the precise error
-
-
-def sample_run(path: Path, opts: SamplingOptions, progress: bool = False) -> ImageSet:
-    """Draw opts.n images from a trained run (its EMA weights)."""
-    from difflab.train.generate import SampleRequest, generate
-
-    req = SampleRequest(run=path, sampler=opts.sampler, steps=opts.steps, spacing=opts.spacing, timesteps=opts.timesteps,
-                        n=opts.n, batch_size=opts.batch_size, seed=opts.seed, device=opts.device)
-    res = generate(req, progress=progress)
-    if not torch.isfinite(res.images).all():
-        raise UserError(f"samples of {path} contain NaN or inf: the model or sampler diverged; check the run and sampler")
-    info = {"sampler": res.sampler, "steps": res.steps, "nfe": res.nfe, "seconds": round(res.seconds, 3),
-            "seed": opts.seed, "n": opts.n, "timesteps": res.timesteps}
-    if res.search_nfe is not None:
-        info["search_nfe"] = res.search_nfe
-    return ImageSet(res.images, res.labels, str(path), "run", info)
 
 
 def load_images(spec: str, role: str = "samples") -> ImageSet:
@@ -121,24 +82,6 @@ def load_images(spec: str, role: str = "samples") -> ImageSet:
         kind = "folder" if p.is_dir() else "npz" if p.suffix.lower() == ".npz" else "data"
     data = load_dataset(cfg)
     return ImageSet(data.x, data.y, spec, kind)
-
-
-def resolve_images(spec: str, opts: SamplingOptions, *, role: str = "samples", progress: bool = False) -> ImageSet:
-    """Images for --samples (or --ref when it is not a stats file)."""
-    path = Path(spec).expanduser()
-    if is_run(path):
-        return sample_run(path, opts, progress)
-    if is_stats_file(path):
-        raise UserError(f"--{role} {spec} is a feature-statistics file; only --ref may be one (the samples must be images)")
-    return load_images(spec, role)
-
-
-def resolve_reference(spec: str, opts: SamplingOptions, progress: bool = False) -> ImageSet | StatsRef:
-    """--ref: images (as resolve_images) or a stats file from `difflab stats`."""
-    path = Path(spec).expanduser()
-    if is_stats_file(path):
-        return read_reference_stats(path)
-    return resolve_images(spec, opts, role="ref", progress=progress)
 
 
 def check_same_images(samples: ImageSet, ref: ImageSet | StatsRef) -> None:

@@ -1,7 +1,7 @@
 """Feature sources by name: 'inception' | 'digits' | 'classifier:RUN' -> a FeatureExtractor.
 
-`build_extractor` is the one place that maps a `--features` string to an extractor; a new source (the
-noise-aware classifier of a run, `classifier:RUN`) plugs in here. Every extractor it returns has
+`build_extractor` is the one place that maps a `--features` string to an extractor; a new source plugs in here
+(the noise-aware classifier of a run, `classifier:RUN`, is loaded by the pipelines, which know runs). Every extractor it returns has
 `name`, `keys` (the feature arrays it produces), `dims` ({key: width}) and `info` (a JSON-able dict
 about the network, e.g. the digits classifier's test accuracy) beside the protocol's `extract`.
 """
@@ -70,8 +70,9 @@ def source_keys(spec: str | FeatureSource) -> tuple[str, ...] | None:
 
 
 def build_extractor(spec: str | FeatureSource, *, cache_dir: str | Path | None = None,
-                    inception: InceptionConfig = InceptionConfig()) -> FeatureExtractor:
-    """The extractor named by `spec`. `cache_dir` holds trained feature networks (needed by 'digits')."""
+                    inception: InceptionConfig = InceptionConfig(), classifier=None) -> FeatureExtractor:
+    """The extractor named by `spec`. `cache_dir` holds trained feature networks (needed by 'digits'); 'classifier:RUN'
+    needs that run loaded (`classifier`: a loaded classifier run, as difflab.pipelines.evaluate.build_extractor passes)."""
     source = spec if isinstance(spec, FeatureSource) else parse_feature_source(spec)
     if source.kind == "inception":
         return _Inception(inception)
@@ -81,24 +82,20 @@ def build_extractor(spec: str | FeatureSource, *, cache_dir: str | Path | None =
         from difflab.eval.digits_features import DigitsFeatures
 
         return DigitsFeatures.from_cache(cache_dir)
-    return classifier_extractor(source.arg)
-
-
-def classifier_extractor(run: str) -> FeatureExtractor:
-    """Features and logits of a trained classifier run (`difflab classifier train`), evaluated on clean images (t = 0)."""
-    from difflab.train.classifier import load_classifier
-
-    return ClassifierFeatures(run, load_classifier(run))
+    if classifier is None:
+        raise ValueError("the classifier:RUN feature source needs the loaded run (use difflab.pipelines.evaluate.build_extractor)")
+    return ClassifierFeatures(source.arg, classifier)
 
 
 class ClassifierFeatures:
-    """FeatureExtractor of a classifier run: {"pool": last-level features (N, C), "logits": (N, num_classes)}."""
+    """FeatureExtractor of a classifier run, evaluated on clean images (t = 0): {"pool": last-level features (N, C),
+    "logits": (N, num_classes)}. `loaded` has .model (the NoisyClassifierNet), .cfg, .step and .checkpoint."""
 
     keys = ("pool", "logits")
 
     def __init__(self, run: str, loaded):
         self.name = f"classifier:{run}"
-        self.net = loaded.net.eval()
+        self.net = loaded.model.eval()
         c = loaded.cfg.model
         self.shape = (c.in_channels, c.image_size, c.image_size)
         self.t0 = build_process(loaded.cfg.process).model_time(torch.zeros(1, dtype=torch.long))

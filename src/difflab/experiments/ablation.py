@@ -56,14 +56,14 @@ MIN_ROWS_FOR_TREND = 20  # logged steps needed before a rising loss is called a 
 class AblationRequest:
     out: Path
     data: str = "digits"
-    steps: int = 2000
+    train_steps: int = 2000  # training steps of every cell
     base: str = "digits"  # run preset (or JSON / run folder) the cells start from
     overrides: tuple[str, ...] = ()  # key=value for every cell
     cell_overrides: dict = field(default_factory=dict)  # {cell name: (key=value, ...)} for one cell
     cells: tuple[str, ...] = CELL_NAMES
     n: int = 500  # samples for FID / precision / recall
     sampler: str = "ddpm"
-    sample_steps: int | None = None  # None: all T steps (the learned variance is for single steps t -> t-1)
+    steps: int | None = None  # sampling steps; None: all T steps (the learned variance is for single steps t -> t-1)
     nll_n: int = 100  # held-out images in the bits/dim estimate
     features: str = "digits"
     ref: str | None = None  # default: the test split of `data`
@@ -77,8 +77,8 @@ class AblationRequest:
 def cell_config(req: AblationRequest, cell: AblationCell):
     """The RunConfig of a cell: the base preset, unconditional, `steps`, the cell's three choices, then the overrides."""
     from difflab.data import parse_data_spec
-    from difflab.train.config import RunConfig
-    from difflab.train.presets import resolve_config
+    from difflab.runs.diffusion.config import RunConfig
+    from difflab.runs import resolve_config
 
     base = resolve_config(req.base)
     d = to_dict(base)
@@ -86,7 +86,7 @@ def cell_config(req: AblationRequest, cell: AblationCell):
     d["model"].update(num_classes=None, class_dropout_null=False, learn_sigma=cell.var_type == "learned")
     d["denoiser"].update(parameterization=cell.parameterization, var_type=cell.var_type)
     d["loss"]["type"] = cell.loss
-    d["train"].update(steps=req.steps, label_dropout=0.0)
+    d["train"].update(steps=req.train_steps, label_dropout=0.0)
     return apply_overrides(from_dict(RunConfig, d), [*req.overrides, *req.cell_overrides.get(cell.name, ())])
 
 
@@ -95,7 +95,9 @@ def check_request(req: AblationRequest) -> list[AblationCell]:
     unknown += [c for c in req.cell_overrides if c not in CELL_NAMES]
     if unknown:
         raise UserError(f"unknown ablation cell {unknown[0]!r}; valid: {', '.join(CELL_NAMES)}")
-    if req.steps < 1:
+    if req.train_steps < 1:
+        raise UserError(f"--train-steps must be at least 1; got {req.train_steps}")
+    if req.steps is not None and req.steps < 1:
         raise UserError(f"--steps must be at least 1; got {req.steps}")
     if req.n < 2 or req.nll_n < 1 or req.batch_size < 1:
         raise UserError(f"--n must be at least 2, --nll-n and --batch-size at least 1; got {req.n}, {req.nll_n}, {req.batch_size}")
@@ -138,7 +140,7 @@ def _median(v: list[float]) -> float:
 
 def _finished(run_dir: Path, cfg) -> bool:
     """A cell's run folder holds this very config trained to the end (or a recorded divergence of it)."""
-    from difflab.train.checkpoint import list_checkpoints
+    from difflab.training.checkpoint import list_checkpoints
 
     cfg_path = run_dir / "config.json"
     if not cfg_path.is_file() or json.loads(cfg_path.read_text()) != to_dict(cfg):
@@ -151,8 +153,8 @@ def _finished(run_dir: Path, cfg) -> bool:
 
 def train_cell(req: AblationRequest, cell: AblationCell, run_dir: Path, progress: bool) -> dict:
     """Train one cell (or reuse it); returns {"diverged": message or None, "train_seconds": ...}."""
-    from difflab.train.run import train_run
-    from difflab.train.trainer import TrainingDiverged
+    from difflab.runs import train_run
+    from difflab.training.trainer import TrainingDiverged
 
     cfg = cell_config(req, cell)
     if req.reuse and _finished(run_dir, cfg):
@@ -178,11 +180,11 @@ def train_cell(req: AblationRequest, cell: AblationCell, run_dir: Path, progress
 def score_cell(req: AblationRequest, run_dir: Path, scorer, x_nll: torch.Tensor, progress: bool) -> tuple[dict, torch.Tensor]:
     """(FID / precision / recall / KID of the samples and the NLL bound in bits/dim on x_nll, the samples)."""
     from difflab.losses import bits_per_dim
-    from difflab.train.generate import SampleRequest, generate
-    from difflab.train.run import load_run
+    from difflab.pipelines.sample import SampleRequest, generate
+    from difflab.runs import load_run
 
     out: dict = {}
-    res = generate(SampleRequest(run=run_dir, sampler=req.sampler, steps=req.sample_steps or cell_T(run_dir), n=req.n,
+    res = generate(SampleRequest(run=run_dir, sampler=req.sampler, steps=req.steps or cell_T(run_dir), n=req.n,
                                  batch_size=req.batch_size, seed=req.seed), progress=progress)
     out["sample_seconds"] = round(res.seconds, 1)
     out["samples_finite"] = bool(torch.isfinite(res.images).all())
@@ -223,7 +225,7 @@ def run_ablation(req: AblationRequest, progress: bool = False, log=print) -> dic
     rows, samples = [], []
     for cell in cells:
         run_dir = out / "cells" / cell.name
-        log(f"cell {cell.name}: training {req.steps} steps ({cell.objective})")
+        log(f"cell {cell.name}: training {req.train_steps} steps ({cell.objective})")
         facts = train_cell(req, cell, run_dir, progress)
         row = {"cell": cell.name, "objective": cell.objective, "parameterization": cell.parameterization, "var_type": cell.var_type,
                "loss": cell.loss, "paper_is": cell.paper_is, "paper_fid": cell.paper_fid, **facts, **_loss_summary(run_dir / "metrics.jsonl")}
@@ -246,9 +248,9 @@ def run_ablation(req: AblationRequest, progress: bool = False, log=print) -> dic
         rows.append(row)
         log(f"cell {cell.name}: " + ("stable" if row["stable"] else f"UNSTABLE ({row['unstable_reason']})")
             + (f", FID {row['fid']:.2f}" if "fid" in row else "") + (f", NLL {row['nll_bpd']:.3f} bits/dim" if "nll_bpd" in row else ""))
-    report = {"data": req.data, "steps": req.steps, "base": req.base, "overrides": list(req.overrides),
+    report = {"data": req.data, "train_steps": req.train_steps, "base": req.base, "overrides": list(req.overrides),
               "cell_overrides": {k: list(v) for k, v in req.cell_overrides.items()}, "n": req.n, "sampler": req.sampler,
-              "sample_steps": req.sample_steps or first.process.T, "nll_n": len(x_nll), "nll_data": nll_data, "features": scorer.source, "ref": ref,
+              "sample_steps": req.steps or first.process.T, "nll_n": len(x_nll), "nll_data": nll_data, "features": scorer.source, "ref": ref,
               "n_ref": scorer.n_ref, "T": first.process.T, "rows": rows}
     write_ablation(report, out)
     if samples:
@@ -263,7 +265,7 @@ def ablation_markdown(report: dict) -> str:
         return "–" if v is None or (isinstance(v, float) and not math.isfinite(v)) else (f"{v:.{d}f}" if isinstance(v, float) else str(v))
 
     lines = ["# DDPM objective ablation (Ho et al. 2020, Table 2)", "",
-             f"Data {report['data']}, {report['steps']} training steps per cell (base preset `{report['base']}`, unconditional, T = {report['T']}). "
+             f"Data {report['data']}, {report['train_steps']} training steps per cell (base preset `{report['base']}`, unconditional, T = {report['T']}). "
              f"FID / precision / recall: {report['n']} samples ({report['sampler']}, {report['sample_steps']} steps) vs {report['ref']} "
              f"({report['n_ref']} images), {report['features']} features. NLL: the bound in bits/dim on {report['nll_n']} images of {report['nll_data']}. "
              "Unstable cells have no scores, as in the paper.", "",

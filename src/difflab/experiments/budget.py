@@ -27,9 +27,7 @@ CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}  # cpu: this proc
 
 def budget_configs(data: str) -> dict:
     """{"ddpm": RunConfig, "vae": VAERunConfig, "dcgan": GANRunConfig} for the data spec, networks sized to its images."""
-    from difflab.baselines import BASELINE_PRESETS
-    from difflab.train.config import RunConfig
-    from difflab.train.presets import RUN_PRESETS
+    from difflab.runs import GANRunConfig, RunConfig, VAERunConfig, resolve_config
 
     base_data = parse_data_spec(data, DataConfig(split="train"))
     x = load_dataset(dataclasses.replace(base_data, labels="ignore")).x
@@ -37,42 +35,32 @@ def budget_configs(data: str) -> dict:
     if x.shape[-1] != x.shape[-2] or s < 8 or s & (s - 1):
         raise UserError(f"--data {data}: the comparison needs square images whose side is a power of two >= 8; got {x.shape[-2]}x{x.shape[-1]} "
                         "(set data.image_size in a config, or resize the images)")
-    ddpm = to_dict(RUN_PRESETS["digits"]())
+    ddpm = to_dict(resolve_config("digits"))
     ddpm["data"] = to_dict(dataclasses.replace(base_data, labels="ignore"))
     ddpm["model"].update(num_classes=None, class_dropout_null=False, image_size=s, in_channels=c, out_channels=c,
                          attention_resolutions=[s // 2])
-    vae = to_dict(BASELINE_PRESETS["digits-vae"]())
-    gan = to_dict(BASELINE_PRESETS["digits-dcgan"]())
+    vae = to_dict(resolve_config("digits-vae"))
+    gan = to_dict(resolve_config("digits-dcgan"))
     for d in (vae, gan):
         d["data"] = to_dict(dataclasses.replace(base_data, labels="ignore"))
         d["model"].update(image_size=s, in_channels=c)
     if s > 8:
         gan["model"]["start_size"] = 4  # Radford et al.'s 4x4; the digits preset starts at 2x2 to get two levels at 8x8
-    from difflab.baselines import GANRunConfig, VAERunConfig
-
     return {"ddpm": from_dict(RunConfig, ddpm), "vae": from_dict(VAERunConfig, vae), "dcgan": from_dict(GANRunConfig, gan)}
 
 
 def _trainer_for(cfg, workdir: Path):
     """A Trainer (and nothing written but scratch files) for the run config of any kind."""
-    from difflab.train.trainer import RunPaths, Trainer
+    from difflab.runs import init_model, kind_of_config
+    from difflab.training.trainer import RunPaths, Trainer
 
-    if getattr(cfg, "kind", "diffusion") == "diffusion":
-        from difflab.process import build_process
-        from difflab.train.run import build_model
-        from difflab.train.task import DiffusionTask
-
-        data = load_dataset(cfg.data)
-        model = build_model(cfg)
-        task = DiffusionTask(cfg, model, build_process(cfg.process), torch.device("cpu"))
-    else:
-        from difflab.baselines.run import build_baseline_model, build_baseline_task
-
-        data = load_dataset(dataclasses.replace(cfg.data, labels="ignore"))
-        torch.manual_seed(cfg.train.seed)
-        model, task = build_baseline_model(cfg), build_baseline_task(cfg)
+    kind = kind_of_config(cfg)
+    data = load_dataset(kind.data_config(cfg))
+    model = init_model(kind, cfg)
+    task = kind.build_task(cfg, model, torch.device("cpu"))
     train = dataclasses.replace(cfg.train, device="cpu")
-    return Trainer(model, task, data.x, None, train, RunPaths(workdir), torch.device("cpu"), progress=False)
+    y = data.y if kind.uses_labels(cfg) else None
+    return Trainer(model, task, data.x, y, train, RunPaths(workdir), torch.device("cpu"), progress=False)
 
 
 def seconds_per_step(cfg, warmup: int = 3, steps: int = 10, clock=time.perf_counter) -> float:
@@ -112,8 +100,7 @@ def train_with_budget(data: str, budget_seconds: float, runs_dir: Path, *, clock
         raise UserError(f"--budget must be positive (minutes); got {budget_seconds / 60:g}")
     if clock not in CLOCKS:
         raise UserError(f"unknown --clock {clock!r}; valid: {', '.join(CLOCKS)}")
-    from difflab.baselines import train_baseline_run
-    from difflab.train.run import prepare_run_dir, train_run
+    from difflab.runs import prepare_run_dir, train_run
 
     configs = budget_configs(data)
     if not force:  # refuse before spending any time
@@ -126,11 +113,7 @@ def train_with_budget(data: str, budget_seconds: float, runs_dir: Path, *, clock
         cfg, expected = fit_steps_to_budget(cfg, budget_seconds, sps, checkpoints=checkpoints)
         log(f"{name}: {sps * 1000:.1f} ms/step now -> about {expected} steps in {budget_seconds:.0f}s ({clock} clock)")
         t0 = time.perf_counter()
-        if name == "ddpm":
-            train_run(cfg, runs_dir / name, force=force, progress=progress, budget_seconds=budget_seconds, budget_clock=CLOCKS[clock])
-        else:
-            train_baseline_run(cfg, runs_dir / name, force=force, progress=progress, budget_seconds=budget_seconds,
-                               budget_clock=CLOCKS[clock])
+        train_run(cfg, runs_dir / name, force=force, progress=progress, budget_seconds=budget_seconds, budget_clock=CLOCKS[clock])
         from difflab.experiments.runs import training_curve
 
         rows = training_curve(runs_dir / name / "metrics.jsonl")

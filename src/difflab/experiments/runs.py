@@ -1,6 +1,6 @@
 """Any trained run (diffusion, VAE, DCGAN) as an image generator with a clock: what the comparison samples from.
 
-`open_run(path)` reads the run's kind from its config.json and returns a `GeneratorRun` whose `sample(n, ...)`
+`open_run(path)` asks the run's kind (difflab.runs.run_kind) and returns a `GeneratorRun` whose `sample(n, ...)`
 draws n images in [-1, 1] and reports the seconds spent in the sampling loop only (not loading), so images/s
 compare the models' samplers, not their start-up.
 """
@@ -8,7 +8,6 @@ compare the models' samplers, not their start-up.
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +15,9 @@ import torch
 from torch import Tensor
 
 from difflab.errors import UserError
+from difflab.pipelines.sample import SampleRequest, generate
+from difflab.runs import get_kind, run_kind
+from difflab.training.checkpoint import list_checkpoints
 
 KIND_LABELS = {"diffusion": "Diffusion", "dcgan": "DCGAN", "vae": "VAE"}
 
@@ -49,9 +51,9 @@ class GeneratorRun:
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
-        m = self.config["model"]
-        c = m.get("in_channels", 1)
-        return (c, m["image_size"], m["image_size"])
+        from difflab.runs import resolve_config
+
+        return get_kind(self.kind).image_shape(resolve_config(self.path))
 
     @property
     def metrics_path(self) -> Path:
@@ -62,36 +64,22 @@ class GeneratorRun:
 
     def checkpoints(self) -> list[Path]:
         """Complete checkpoints (step-N.safetensors), oldest first."""
-        from difflab.train.checkpoint import list_checkpoints
-
         return [p.with_suffix(".safetensors") for p in list_checkpoints(self.path / "checkpoints")]
 
     def sample(self, n: int, *, seed: int = 0, batch_size: int = 256, sampler: str | None = None, steps: int | None = None,
-               device: str = "cpu", progress: bool = False, checkpoint: Path | None = None) -> Samples:
-        """n images from the run's EMA weights (newest checkpoint, or `checkpoint`); diffusion with `sampler`/`steps`
-        (default: the run's sample.*)."""
-        source = self.path if checkpoint is None else checkpoint
-        if self.kind == "diffusion":
-            from difflab.train.generate import SampleRequest, generate
-
-            res = generate(SampleRequest(run=source, sampler=sampler, steps=steps, n=n, batch_size=batch_size, seed=seed, device=device),
-                           progress=progress)
-            images, seconds, name, n_steps, nfe = res.images, res.seconds, res.sampler, res.steps, res.nfe
-        else:
-            from difflab.baselines import load_baseline, sample_baseline
-
-            loaded = load_baseline(source, device=device)
-            t0 = time.perf_counter()
-            images = sample_baseline(loaded, n, torch.Generator().manual_seed(seed), batch_size=batch_size)
-            seconds = time.perf_counter() - t0
-            name, n_steps, nfe = ("decoder" if self.kind == "vae" else "generator"), 1, 1
-        if not torch.isfinite(images).all():
+               device: str = "auto", progress: bool = False, checkpoint: Path | None = None) -> Samples:
+        """n images from the run's EMA weights (newest checkpoint, or `checkpoint`), as `difflab sample` draws them;
+        diffusion with `sampler`/`steps` (default: the run's sample.*)."""
+        res = generate(SampleRequest(run=self.path if checkpoint is None else checkpoint, sampler=sampler, steps=steps, n=n,
+                                     batch_size=batch_size, seed=seed, device=device), progress=progress)
+        if not torch.isfinite(res.images).all():
             raise UserError(f"samples of {self.path} contain NaN or inf: the model diverged; check the run")
-        return Samples(images, seconds, name, n_steps, nfe)
+        return Samples(res.images, res.seconds, res.sampler, res.steps, res.nfe)
 
 
 def open_run(spec: str | Path) -> GeneratorRun:
-    """A trained run folder of any kind; one-line errors for a missing folder, a folder without a run or no checkpoint."""
+    """A trained run folder of a kind that makes images; one-line errors for a missing folder, a folder without a run
+    or no checkpoint."""
     path = Path(spec).expanduser()
     if not path.exists():
         raise UserError(f"run {spec} does not exist: give a run folder written by `difflab train`")
@@ -101,11 +89,9 @@ def open_run(spec: str | Path) -> GeneratorRun:
         config = json.loads((path / "config.json").read_text())
     except json.JSONDecodeError:
         raise UserError(f"{path / 'config.json'} is not valid JSON; the run folder is damaged") from None
-    from difflab.train.checkpoint import list_checkpoints
-
     if not list_checkpoints(path / "checkpoints"):
         raise UserError(f"run {spec} has no checkpoint yet: train it first (difflab train --out {spec})")
-    kind = config.get("kind", "diffusion")
+    kind = run_kind(path)
     if kind not in KIND_LABELS:
         raise UserError(f"run {spec} has kind {kind!r}, which cannot be sampled; compare diffusion, vae and dcgan runs")
     return GeneratorRun(path, kind, config)

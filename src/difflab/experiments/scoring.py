@@ -15,16 +15,17 @@ class Scorer:
     def __init__(self, features: str, ref: str, image_shape: tuple[int, int, int], *, cache_dir: str | None = None, n: int = 1000,
                  seed: int = 0, batch_size: int = 256, metrics_config: MetricsConfig = MetricsConfig(), progress: bool = False):
         """`ref`: any spec of `difflab eval --ref` (a data split, .npz, folder, stats file, or a run sampled with n, seed + 1)."""
-        from difflab.eval.evaluate import check_enough_for_fid, reference_features
-        from difflab.eval.inputs import ImageSet, SamplingOptions, check_same_images, resolve_reference
-        from difflab.eval.sources import build_extractor, parse_feature_source
+        from difflab.eval.inputs import ImageSet, check_same_images
+        from difflab.eval.sources import parse_feature_source
+        from difflab.pipelines.evaluate import build_extractor, check_enough_for_fid, reference_features, resolve_reference
+        from difflab.pipelines.sample import SampleRequest
 
         self.source = str(parse_feature_source(features))
         self.extractor = build_extractor(self.source, cache_dir=cache_dir)
         if hasattr(self.extractor, "check_shape"):
             self.extractor.check_shape((1, *image_shape), "runs' images")
         check_enough_for_fid(METRICS, self.extractor, n, "samples (--n)", fix="Raise --n")  # before any training is spent
-        ref = resolve_reference(ref, SamplingOptions(n=n, seed=seed + 1, batch_size=batch_size), progress=progress)
+        ref = resolve_reference(ref, SampleRequest(n=n, seed=seed + 1, batch_size=batch_size), progress=progress)
         probe = ImageSet(torch.zeros((1, *image_shape)), None, "runs", "run")
         check_same_images(probe, ref)
         self.n_ref = len(ref) if isinstance(ref, ImageSet) else ref.n

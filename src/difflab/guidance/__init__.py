@@ -10,9 +10,9 @@ from difflab.guidance.classifier import (
     log_prob_and_grad,
 )
 from difflab.guidance.mixture import MixtureClassifier
-from difflab.guidance.support import GUIDANCE_KINDS, GUIDED_SAMPLERS, check_guidance_sampler
+from difflab.guidance.support import GUIDANCE_KINDS, check_guidance_sampler, guided_samplers
 
 __all__ = [
-    "GUIDANCE_KINDS", "GUIDED_SAMPLERS", "ClassifierFreeGuidance", "ClassifierGuidance", "MixtureClassifier", "NetClassifier",
-    "NoisyClassifier", "check_guidance_sampler", "check_same_process", "guide_prediction", "log_prob_and_grad",
+    "GUIDANCE_KINDS", "ClassifierFreeGuidance", "ClassifierGuidance", "MixtureClassifier", "NetClassifier",
+    "NoisyClassifier", "check_guidance_sampler", "check_same_process", "guide_prediction", "guided_samplers", "log_prob_and_grad",
 ]

@@ -1,7 +1,6 @@
 """Networks: plain nn.Modules with forward(x, t, y=None) and a typed config; no diffusion math here."""
 
 from difflab.nets.config import UNetConfig
-from difflab.nets.convert import unet_state_dict_from_diffusers
 from difflab.nets.presets import UNET_PRESETS, build_unet, count_parameters, summarize_unet, unet_preset
 from difflab.nets.unet import UNet
 
@@ -13,5 +12,4 @@ __all__ = [
     "count_parameters",
     "summarize_unet",
     "unet_preset",
-    "unet_state_dict_from_diffusers",
 ]

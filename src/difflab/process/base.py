@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 
-def _bcast(v: Tensor, like: Tensor) -> Tensor:
+def bcast(v: Tensor, like: Tensor) -> Tensor:
     """(B,) float64 -> (B, 1, ..., 1) in like's dtype/device, for per-example coefficients."""
     return v.to(device=like.device, dtype=like.dtype).reshape(-1, *([1] * (like.ndim - 1)))
 
@@ -66,11 +66,11 @@ class NoiseProcess:
     # ----- forward process ------------------------------------------------------------------------
     def q_sample(self, x0: Tensor, t: Tensor, eps: Tensor) -> Tensor:
         """Sample q(x_t | x_0) = N(a_t x_0, a_t^2 sigma_t^2 I) by reparameterisation (Ho et al. 2020, Eq. 4)."""
-        return _bcast(self.a(t), x0) * x0 + _bcast(self.std(t), x0) * eps
+        return bcast(self.a(t), x0) * x0 + bcast(self.std(t), x0) * eps
 
     def q_mean_std(self, x0: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
         """Mean (like x0) and std ((B,1,..)) of q(x_t | x_0)."""
-        return _bcast(self.a(t), x0) * x0, _bcast(self.std(t), x0)
+        return bcast(self.a(t), x0) * x0, bcast(self.std(t), x0)
 
     # ----- transitions t -> s (s < t) -------------------------------------------------------------
     def transition_var(self, t: Tensor, s: Tensor) -> Tensor:
@@ -108,16 +108,16 @@ class NoiseProcess:
     def posterior_mean(self, x0: Tensor, xt: Tensor, t: Tensor, s: Tensor) -> Tensor:
         """Mean mu_tilde(x_t, x_0) of q(x_s | x_t, x_0)."""
         c_x0, c_xt = self.posterior_coefs(t, s)
-        return _bcast(c_x0, x0) * x0 + _bcast(c_xt, xt) * xt
+        return bcast(c_x0, x0) * x0 + bcast(c_xt, xt) * xt
 
     # ----- parameterisations (closed-form maps between predictions) --------------------------------
     def x0_from_eps(self, xt: Tensor, t: Tensor, eps: Tensor) -> Tensor:
         """x_0 = x_t / a_t - sigma_t eps."""
-        return xt / _bcast(self.a(t), xt) - _bcast(self.sigma(t), xt) * eps
+        return xt / bcast(self.a(t), xt) - bcast(self.sigma(t), xt) * eps
 
     def eps_from_x0(self, xt: Tensor, t: Tensor, x0: Tensor) -> Tensor:
         """eps = (x_t / a_t - x_0) / sigma_t."""
-        return (xt / _bcast(self.a(t), xt) - x0) / _bcast(self.sigma(t), xt)
+        return (xt / bcast(self.a(t), xt) - x0) / bcast(self.sigma(t), xt)
 
     def v_target(self, x0: Tensor, t: Tensor, eps: Tensor) -> Tensor:
         """v = (a_t eps - std_t... ) normalised: v = cos(phi) eps - sin(phi) x_0 with cos = 1/sqrt(1+sigma^2) (Salimans & Ho 2022).
@@ -127,22 +127,16 @@ class NoiseProcess:
         c, s_ = self._cos_sin(t, x0)
         return c * eps - s_ * x0
 
-    def x0_eps_from_v(self, xt: Tensor, t: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        """Invert v: with z = x_t / (a_t sqrt(1+sigma^2)) = cos x_0 + sin eps, x_0 = cos z - sin v, eps = sin z + cos v."""
-        c, s_ = self._cos_sin(t, xt)
-        z = xt / _bcast(self.a(t) * (1 + self.sigma(t) ** 2).sqrt(), xt)
-        return c * z - s_ * v, s_ * z + c * v
-
     def _cos_sin(self, t: Tensor, like: Tensor) -> tuple[Tensor, Tensor]:
         sig = self.sigma(t)
         norm = (1 + sig**2).sqrt()
-        return _bcast(1 / norm, like), _bcast(sig / norm, like)
+        return bcast(1 / norm, like), bcast(sig / norm, like)
 
     def x0_from_mean(self, xt: Tensor, t: Tensor, mean: Tensor) -> Tensor:
         """Invert the posterior mean of the step t -> t-1 for x_0 (the mu-parameterisation of Ho et al. Sec. 3.2)."""
         s = torch.as_tensor(t).long() - 1
         c_x0, c_xt = self.posterior_coefs(t, s)
-        return (mean - _bcast(c_xt, xt) * xt) / _bcast(c_x0, xt)
+        return (mean - bcast(c_xt, xt) * xt) / bcast(c_x0, xt)
 
     # ----- respacing --------------------------------------------------------------------------------
     def respace(self, steps) -> "NoiseProcess":
