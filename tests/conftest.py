@@ -18,6 +18,16 @@ def tiny_overrides(steps: int = 4) -> list[str]:
     ]
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Small tensors: one intra-op thread is fastest, and does not stall when other jobs share the cores.
+    Use it in a module with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture
 def tiny():
     return tiny_overrides

@@ -43,11 +43,14 @@ def test_help_shows_every_default(name, parser):
     help_text = parser.format_help()
     assert parser.formatter_class is HelpFormatter
     for action in parser._actions:
-        if not action.option_strings or action.default in (None, False, [], argparse.SUPPRESS) or action.help == argparse.SUPPRESS:
+        d = action.default
+        if not action.option_strings or d is None or d is False or d is argparse.SUPPRESS or d == [] or action.help == argparse.SUPPRESS:
             continue
         shown = HelpFormatter("x")._get_help_string(action)
         assert "default" in shown, f"{name} {action.option_strings[0]}: no default in its help"
     assert "usage:" in help_text
+    if "--seed" in options(parser) and options(parser)["--seed"].default == 0:
+        assert "(default: 0)" in " ".join(help_text.split()), name  # a zero default is shown too
 
 
 @pytest.mark.parametrize("name,parser", COMMANDS, ids=NAMES)

@@ -10,13 +10,7 @@ from difflab.process import ProcessConfig, build_process
 from difflab.samplers import ddim, invert, reconstruct, select_steps, slerp
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tensors are small: one intra-op thread is fastest, and does not stall when other jobs share the cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small tensors: one thread (conftest.one_thread)
 
 
 def _oracle(schedule="linear", mix=None):

@@ -15,13 +15,7 @@ PROCESSES = [ProcessConfig(kind="vp", schedule="linear", T=1000), ProcessConfig(
 IDS = ["vp-linear", "vp-cosine", "ve"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tensors are small: one intra-op thread is fastest, and does not stall when other jobs share the cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small tensors: one thread (conftest.one_thread)
 
 
 @pytest.fixture(scope="module")

@@ -38,13 +38,7 @@ CASES += [(name, "vp-cosine", 2) for name in ("ddim", "heun", "dpmpp-2m", "unipc
 CASES += [(name, "ve", 2) for name in ("langevin", "pc", "ddpm", "dpmpp-2m")]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tensors are small: one intra-op thread is fastest, and does not stall when other jobs share the cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small tensors: one thread (conftest.one_thread)
 
 
 def _setup(process_key: str, d: int):

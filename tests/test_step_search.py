@@ -17,12 +17,7 @@ from difflab.samplers.search import dp_path
 PROCESS = build_process(ProcessConfig(kind="vp", schedule="linear", T=1000))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small tensors: one thread (conftest.one_thread)
 
 
 def test_dp_finds_the_least_cost_path():

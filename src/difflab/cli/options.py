@@ -19,7 +19,8 @@ class HelpFormatter(argparse.HelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
         default = action.default
-        if default in (None, False, argparse.SUPPRESS) or "default" in text or not action.option_strings:
+        # `is`, not `in`: 0 == False, and a default of 0 must be shown.
+        if default is None or default is False or default is argparse.SUPPRESS or "default" in text or not action.option_strings:
             return text
         if isinstance(default, (list, tuple)):
             if not default:

@@ -87,6 +87,18 @@ def _options(args: argparse.Namespace) -> dict:
     return parse_key_values(args.sampler_opts, "--sampler-opt")
 
 
+def _ordinary_run(args: argparse.Namespace, command: str):
+    """What inpaint, denoise and img2img do first: check the outputs, load an ordinary run, its inputs and labels.
+    Returns (png, npz, device, run, inputs, labels)."""
+    from difflab.pipelines.restore import check_outputs, class_labels, load_inputs, load_restoration_run
+
+    png, npz = check_outputs(args.out, args.force)
+    dev = _device(args)
+    run = load_restoration_run(args.run, conditional=False, command=command, device=dev, ema=not args.no_ema)
+    inputs = load_inputs(run, args.image, args.data, args.n)
+    return png, npz, dev, run, inputs, class_labels(run, len(inputs.x), args.label, inputs.labels)
+
+
 def _generator(seed: int):
     import torch
 
@@ -102,13 +114,9 @@ def _report(png: Path, npz: Path, n: int, seconds: float, scores: dict[str, floa
 
 def run_inpaint(args: argparse.Namespace) -> int:
     from difflab.restoration import make_masks, psnr, repaint_nfe
-    from difflab.pipelines.restore import check_outputs, class_labels, inpaint_images, load_inputs, load_restoration_run, write_rows
+    from difflab.pipelines.restore import inpaint_images, write_rows
 
-    png, npz = check_outputs(args.out, args.force)
-    dev = _device(args)
-    run = load_restoration_run(args.run, conditional=False, command="inpaint", device=dev, ema=not args.no_ema)
-    inputs = load_inputs(run, args.image, args.data, args.n)
-    labels = class_labels(run, len(inputs.x), args.label, inputs.labels)
+    png, npz, dev, run, inputs, labels = _ordinary_run(args, "inpaint")
     g = _generator(args.seed)
     masks = make_masks(args.mask, len(inputs.x), run.cfg.model.image_size, g)
     nfe = repaint_nfe(args.steps, args.jump_length, args.jump_n_sample)
@@ -131,15 +139,11 @@ def run_denoise(args: argparse.Namespace) -> int:
     import torch
 
     from difflab.restoration import check_noise_sigma, matching_step, psnr
-    from difflab.pipelines.restore import check_outputs, class_labels, denoise_images, load_inputs, load_restoration_run, write_rows
+    from difflab.pipelines.restore import denoise_images, write_rows
 
     check_noise_sigma(args.noise_sigma)
-    png, npz = check_outputs(args.out, args.force)
-    dev = _device(args)
-    run = load_restoration_run(args.run, conditional=False, command="denoise", device=dev, ema=not args.no_ema)
+    png, npz, dev, run, inputs, labels = _ordinary_run(args, "denoise")
     t = matching_step(run.denoiser.process, args.noise_sigma)
-    inputs = load_inputs(run, args.image, args.data, args.n)
-    labels = class_labels(run, len(inputs.x), args.label, inputs.labels)
     g = _generator(args.seed)
     noisy = inputs.x + args.noise_sigma * torch.randn(inputs.x.shape, generator=g) if inputs.from_data else inputs.x
     t0 = time.perf_counter()
@@ -155,14 +159,10 @@ def run_denoise(args: argparse.Namespace) -> int:
 
 def run_img2img(args: argparse.Namespace) -> int:
     from difflab.restoration import check_strength, strength_step
-    from difflab.pipelines.restore import check_outputs, class_labels, img2img_images, load_inputs, load_restoration_run, write_rows
+    from difflab.pipelines.restore import img2img_images, write_rows
 
     check_strength(args.strength)
-    png, npz = check_outputs(args.out, args.force)
-    dev = _device(args)
-    run = load_restoration_run(args.run, conditional=False, command="img2img", device=dev, ema=not args.no_ema)
-    inputs = load_inputs(run, args.image, args.data, args.n)
-    labels = class_labels(run, len(inputs.x), args.label, inputs.labels)
+    png, npz, dev, run, inputs, labels = _ordinary_run(args, "img2img")
     t0 = time.perf_counter()
     out = img2img_images(run, inputs.x, args.strength, labels, sampler=args.sampler, n_steps=args.steps, generator=_generator(args.seed),
                          batch_size=args.batch_size, device=dev, sampler_options=_options(args))

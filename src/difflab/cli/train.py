@@ -35,6 +35,10 @@ def train_from_args(args: argparse.Namespace, *, default_config: str, kinds: tup
     from difflab.data import parse_data_spec
     from difflab.runs import resolve_config, train_run
 
+    from difflab.errors import UserError
+
+    if args.resume and not (args.out / "config.json").is_file():
+        raise UserError(f"--resume: {args.out} holds no run (no config.json); start it without --resume")
     spec = args.config or (str(args.out) if args.resume else default_config)
     cfg = resolve_config(spec, args.overrides, kinds=kinds)
     if args.data is not None:
