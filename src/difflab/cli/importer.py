@@ -42,6 +42,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     i.add_argument("--force", action="store_true", help="replace a run already in --out")
     i.set_defaults(func=run_improved)
 
+    d = actions.add_parser(
+        "diffusers", help="a diffusers UNet2DModel / DDPM pipeline folder (e.g. a local copy of google/ddpm-cifar10-32)",
+        description="Read a diffusers pipeline folder (unet/config.json + unet/diffusion_pytorch_model.safetensors, "
+                    "scheduler/scheduler_config.json) and write a difflab run folder. Weights are read from safetensors only; "
+                    "a config field difflab cannot honour is an error (docs/import.md).",
+    )
+    d.add_argument("folder", type=Path, metavar="DIR", help="the diffusers folder (or a bare UNet2DModel folder: DDPM's default scheduler)")
+    d.add_argument("--out", required=True, type=Path, help="a folder: the run to write (config.json, checkpoints/step-0.*)")
+    d.add_argument("--force", action="store_true", help="replace a run already in --out")
+    d.set_defaults(func=run_diffusers)
+
 
 def run(args: argparse.Namespace) -> int:
     from difflab.interop import import_checkpoint
@@ -60,4 +71,12 @@ def run_improved(args: argparse.Namespace) -> int:
 
     out = import_checkpoint("improved-diffusion", args.checkpoint, args.out, preset=args.preset, overrides=args.overrides, force=args.force)
     print(f"imported {args.checkpoint.name} -> {out}  (use: difflab sample --run {out} --out samples.png, difflab nll --run {out} ...)")
+    return 0
+
+
+def run_diffusers(args: argparse.Namespace) -> int:
+    from difflab.interop.diffusers_folder import import_diffusers
+
+    out = import_diffusers(args.folder, args.out, force=args.force)
+    print(f"imported {args.folder} -> {out}  (use: difflab sample --run {out} --out samples.png)")
     return 0

@@ -10,12 +10,12 @@ from difflab.errors import UserError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from difflab.cli import ablation, classifier, compare, demo, eval, importer, info, interpolate, restore, sample, sweep, train
+    from difflab.cli import ablation, classifier, compare, demo, eval, export, importer, info, interpolate, restore, sample, sweep, train
     from difflab.cli.options import Parser
 
     parser = Parser(prog="difflab", description="Train, sample, guide and evaluate diffusion models (and their baselines).")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (train, sample, info, demo, eval, classifier, sweep, compare, ablation, restore, interpolate, importer):
+    for module in (train, sample, info, demo, eval, classifier, sweep, compare, ablation, restore, interpolate, importer, export):
         module.register(sub)
     return parser
 
