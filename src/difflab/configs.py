@@ -173,10 +173,6 @@ def describe(cls: type, prefix: str = "") -> list[tuple[str, str, str]]:
     return rows
 
 
-def save_json(cfg: Any, path: str | Path) -> None:
-    Path(path).write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
-
-
 def load_json(cls: type[T], path: str | Path) -> T:
     path = Path(path)
     try:

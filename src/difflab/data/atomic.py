@@ -14,6 +14,7 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; the result should be what open() would have made
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -27,6 +28,18 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
         raise
     _fsync_dir(path.parent)
     return path
+
+
+def _umask() -> int:
+    """The process umask. Python can only read it by setting it; the two calls are back to back."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """atomic_write of a text file (UTF-8)."""
+    return atomic_write(path, lambda f: f.write(text.encode()))
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from difflab.configs import from_dict, save_json, to_dict
+from difflab.configs import from_dict, to_dict
 from difflab.data import DataConfig
 from difflab.data.atomic import atomic_write
 from difflab.denoiser import DenoiserConfig
@@ -323,7 +323,7 @@ def import_diffusers(folder: str | Path, out: str | Path, *, force: bool = False
     sched_cfg = _read_config(sched_path, "scheduler") if sched_path.is_file() else {}  # a bare UNet: diffusers' DDPM defaults
     saved = _read_config(folder / "difflab.json", "difflab")["config"] if (folder / "difflab.json").is_file() else None
     cfg = run_config_from_diffusers(unet_cfg, sched_cfg, unet_path=unet_dir / "config.json", scheduler_path=sched_path, saved=saved)
-    prepare_run_dir(out, resume=False, force=force)
+    prepare_run_dir(out, resume=False, force=force, check_only=True)  # --force moves nothing until the new run is written
     try:
         state = load_file(str(weights))
     except (SafetensorError, OSError) as e:
@@ -331,7 +331,7 @@ def import_diffusers(folder: str | Path, out: str | Path, *, force: bool = False
     if any(not torch.is_floating_point(v) or not math.isfinite(float(v.abs().max())) for v in state.values() if v.numel()):
         raise UserError(f"{weights} holds NaN/inf or non-float tensors; it is not a trained UNet2DModel")
     ours = unet_state_dict_from_diffusers(state, cfg.model)
-    return write_run(out, cfg, ours, "model", {"from": "diffusers", "folder": str(folder)})
+    return write_run(out, cfg, ours, "model", {"from": "diffusers", "folder": str(folder)}, force=force)
 
 
 __all__ = ["export_diffusers", "import_diffusers", "run_config_from_diffusers", "scheduler_config_to_diffusers",

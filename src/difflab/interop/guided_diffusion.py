@@ -253,25 +253,34 @@ def import_guided_checkpoint(checkpoint: str | Path, out: str | Path, *, preset:
     schedule = release.schedule if same_release else None
     cfg = import_run_config(kind, preset, schedule=schedule,
                             overrides=[*(release.overrides if same_release else ()), *overrides])
-    prepare_run_dir(out, resume=False, force=force)  # before reading gigabytes: a clobbered run is the costlier mistake
+    prepare_run_dir(out, resume=False, force=force, check_only=True)  # refuse before reading gigabytes; --force moves nothing yet
     state = read_state_dict(checkpoint)
     check_state_dict(state, kind, cfg.model, str(checkpoint))
-    return write_run(out, cfg, state, kind, {"from": "guided-diffusion", "checkpoint": checkpoint.name, "bytes": checkpoint.stat().st_size})
+    return write_run(out, cfg, state, kind, {"from": "guided-diffusion", "checkpoint": checkpoint.name, "bytes": checkpoint.stat().st_size},
+                     force=force)
 
 
-def write_run(out: Path, cfg: Any, state: Mapping[str, Tensor], kind: Kind, imported: dict[str, Any]) -> Path:
-    """config.json + checkpoints/step-0 with the weights as both model.* and ema.* (released files hold EMA weights)."""
-    from difflab.configs import save_json, to_dict
+def write_run(out: Path, cfg: Any, state: Mapping[str, Tensor], kind: Kind, imported: dict[str, Any], *, force: bool = False) -> Path:
+    """config.json + checkpoints/step-0 with the weights as both model.* and ema.* (released files hold EMA weights).
+    With `force`, a run already in `out` is replaced only once the new one is written (difflab.runs.write_replacing)."""
+    import json
+
+    from difflab.configs import to_dict
+    from difflab.data.atomic import atomic_write_text
+    from difflab.runs import write_replacing
     from difflab.training.checkpoint import flatten, save_checkpoint
 
     meta: dict[str, Any] = {"step": 0, "config": to_dict(cfg), "imported": imported}
     meta["kind"] = cfg.kind  # "diffusion" or "classifier": the run kind every checkpoint names
     # safetensors refuses tensors that share memory: the EMA copy is a real copy.
     tensors = {**flatten("model", state), **flatten("ema", {k: v.clone() for k, v in state.items()})}
-    out.mkdir(parents=True, exist_ok=True)
-    save_json(cfg, out / "config.json")
-    save_checkpoint(out / "checkpoints", 0, tensors, meta, keep_last=0)
-    return out
+
+    def write() -> None:
+        out.mkdir(parents=True, exist_ok=True)
+        save_checkpoint(out / "checkpoints", 0, tensors, meta, keep_last=0)
+        atomic_write_text(out / "config.json", json.dumps(to_dict(cfg), indent=2) + "\n")
+
+    return write_replacing(out, force, write)
 
 
 def describe_releases() -> list[str]:

@@ -141,7 +141,7 @@ def import_improved_checkpoint(checkpoint: str | Path, out: str | Path, *, prese
                             f"(one of {', '.join(IMPROVED_PRESETS)}) and --set model.* for other flags")
         preset = IMPROVED_RELEASES[checkpoint.name]
     cfg = improved_run_config(_improved_preset(preset), name=preset, overrides=overrides)
-    prepare_run_dir(out, resume=False, force=force)  # before reading gigabytes: a clobbered run is the costlier mistake
+    prepare_run_dir(out, resume=False, force=force, check_only=True)  # refuse before reading gigabytes; --force moves nothing yet
     state = read_state_dict(checkpoint)
     problem = state_dict_mismatch(state, state_shapes("model", cfg.model))
     if problem:
@@ -151,7 +151,7 @@ def import_improved_checkpoint(checkpoint: str | Path, out: str | Path, *, prese
             "choose the --preset of the released model, or --set model.* to the flags it was trained with (docs/import.md)"
         raise UserError(f"{checkpoint} does not fit the model config: {problem}; {hint}")
     return write_run(out, cfg, state, "model", {"from": "improved-diffusion", "checkpoint": checkpoint.name, "preset": preset,
-                                                 "bytes": checkpoint.stat().st_size})
+                                                 "bytes": checkpoint.stat().st_size}, force=force)
 
 
 def describe_improved_releases() -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -12,13 +13,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from difflab.configs import from_dict, save_json, to_dict
+from difflab.configs import from_dict, to_dict
 from difflab.data import load_dataset, save_image_grid
+from difflab.data.atomic import atomic_write_text
 from difflab.errors import UserError
-from difflab.runs.folder import DEFAULT_KIND, find_checkpoint, kind_in, prepare_run_dir
+from difflab.runs.folder import DEFAULT_KIND, find_checkpoint, keep_or_restore, kind_in, prepare_run_dir
 from difflab.runs.kind import RunKind
 from difflab.runs.registry import get_kind, kind_of_config
-from difflab.training.checkpoint import load_checkpoint, unflatten
+from difflab.training.checkpoint import list_checkpoints, load_checkpoint, unflatten
 from difflab.training.dist import DistInfo, init_distributed, local_rank_from_env, resolve_device, shutdown
 from difflab.training.plots import plot_metrics
 from difflab.training.trainer import RunPaths, Trainer
@@ -35,9 +37,10 @@ def training_session(cfg, out: Path, *, resume: bool, force: bool, frozen: Seque
     """
     device = resolve_device(cfg.train.device, local_rank_from_env())
     dist = init_distributed(device)
+    backup = None
     try:
         if dist.is_main:
-            prepare_run_dir(out, resume, force)
+            backup = prepare_run_dir(out, resume, force)
         if resume:
             saved = json.loads((out / "config.json").read_text())
             defaults = {f.name: f.default for f in dataclasses.fields(cfg)}
@@ -49,6 +52,13 @@ def training_session(cfg, out: Path, *, resume: bool, force: bool, frozen: Seque
                 if saved.get(key, default) != mine:
                     raise UserError(f"--resume: the '{key}' section differs from the run's config.json; only {changeable} may change on resume")
         yield device, dist
+    except BaseException:
+        if dist.is_main:
+            keep_or_restore(out, backup, failed=True)  # --force: the old run comes back unless the new one has a checkpoint
+        raise
+    else:
+        if dist.is_main:
+            keep_or_restore(out, backup, failed=False)
     finally:
         shutdown(dist)
 
@@ -72,17 +82,22 @@ def train_run(cfg, out: str | Path, *, resume: bool = False, force: bool = False
         data = load_dataset(kind.data_config(cfg))
         kind.check_data(cfg, data)
         paths = RunPaths(out)
-        if dist.is_main:
-            out.mkdir(parents=True, exist_ok=True)
-            save_json(cfg, out / "config.json")
         model = init_model(kind, cfg)
         task = kind.build_task(cfg, model, device)
         y = data.y if kind.uses_labels(cfg) else None
         trainer = Trainer(model, task, data.x, y, cfg.train, paths, device, dist,
                           run_meta={"config": to_dict(cfg), "kind": kind.name}, progress=progress,
                           on_grid=lambda step, images: save_image_grid(images, paths.samples / f"step-{step}.png"))
-        if resume:
+        if resume and list_checkpoints(paths.checkpoints):
             trainer.resume()
+        elif resume and dist.is_main:  # stopped before its first checkpoint: nothing to continue, so it starts again
+            print(f"note: {out} has no checkpoint yet; training it from step 0 with its config", file=sys.stderr)
+        if resume and trainer.step > cfg.train.steps:
+            raise UserError(f"--resume: the run is at step {trainer.step}, past train.steps={cfg.train.steps}; "
+                            f"set train.steps above {trainer.step} to train further")
+        if dist.is_main:  # only now: a --resume that fails above leaves the run's config.json as it was
+            out.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(out / "config.json", json.dumps(to_dict(cfg), indent=2) + "\n")
         trainer.fit(stop_at=stop_at, budget_seconds=budget_seconds, clock=budget_clock)
         trainer.close()
         if dist.is_main:

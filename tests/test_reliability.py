@@ -1,0 +1,99 @@
+"""Reliability contracts (issue 15, first part): --force replaces nothing until the new run exists, a run stopped before
+its first checkpoint restarts with --resume, a bad --resume leaves the run as it was, outputs follow the umask."""
+
+import json
+import os
+import pickle
+import stat
+
+import pytest
+import torch
+
+from conftest import cli, one_line_error, sets, tiny_overrides
+from difflab.runs import load_run, resolve_config, train_run
+
+
+def _snapshot(folder):
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def run(tmp_path):
+    return train_run(resolve_config("digits", tiny_overrides(steps=2)), tmp_path / "run", progress=False)
+
+
+@pytest.mark.parametrize("extra,needle", [
+    (["--set", "data.name=/no/such/folder"], "/no/such/folder"),
+    (["--set", "model.in_channels=3"], "model.in_channels"),
+])
+def test_train_force_with_a_bad_request_keeps_the_old_run(run, capsys, extra, needle):
+    before = _snapshot(run)
+    code, _, err = cli(["train", "--out", run, "--force", "--quiet", *sets(tiny_overrides(steps=2)), *extra], capsys)
+    assert needle in one_line_error(code, err)
+    assert _snapshot(run) == before and not (run / ".replaced").exists()
+
+
+def test_train_force_replaces_once_the_new_run_has_a_checkpoint(run, capsys):
+    code, _, err = cli(["train", "--out", run, "--force", "--quiet", *sets(tiny_overrides(steps=3))], capsys)
+    assert code == 0, err
+    assert load_run(run).step == 3 and not (run / ".replaced").exists()
+    assert json.loads((run / "config.json").read_text())["train"]["steps"] == 3
+
+
+@pytest.mark.parametrize("content", [b"not a checkpoint at all", b"\x80\x04K\x01."])
+def test_import_force_with_a_bad_checkpoint_keeps_the_old_run(run, tmp_path, capsys, content):
+    pt = tmp_path / "64x64_diffusion.pt"
+    pt.write_bytes(content)
+    before = _snapshot(run)
+    code, _, err = cli(["import", "guided-diffusion", "--checkpoint", pt, "--out", run, "--force"], capsys)
+    one_line_error(code, err)
+    assert _snapshot(run) == before
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, (f"touch {os.environ.get('EVIL_MARK', '/tmp/difflab-evil-mark')}",))
+
+
+def test_a_malicious_pickle_never_runs(tmp_path, capsys, monkeypatch):
+    mark = tmp_path / "pwned"
+    monkeypatch.setenv("EVIL_MARK", str(mark))
+    for name, cmd in (("64x64_diffusion.pt", "guided-diffusion"), ("cifar10_uncond_50M_500K.pt", "improved-diffusion")):
+        pt = tmp_path / name
+        torch.save({"x": _Evil()}, pt)
+        code, _, err = cli(["import", cmd, "--checkpoint", pt, "--out", tmp_path / f"r-{cmd}"], capsys)
+        one_line_error(code, err)
+        assert not mark.exists(), f"{cmd} executed a pickle"
+    assert b"system" in pt.read_bytes() or b"posix" in pt.read_bytes()  # the file really carries the call
+
+
+def test_a_run_stopped_before_its_first_checkpoint_restarts_with_resume(tmp_path, capsys):
+    run = tmp_path / "r"
+    # as a run killed during start-up leaves it: config.json, no checkpoint
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"kind": "diffusion"}))
+    code, _, err = cli(["train", "--out", run, *sets(tiny_overrides(steps=2))], capsys)
+    assert "stopped before its first checkpoint: add --resume" in one_line_error(code, err)
+    train_run(resolve_config("digits", tiny_overrides(steps=2)), run, force=True, progress=False)
+    for p in (run / "checkpoints").iterdir():
+        p.unlink()  # now a real config, still no checkpoint
+    code, _, err = cli(["train", "--out", run, "--resume", "--quiet"], capsys)
+    assert code == 0 and "no checkpoint yet" in err
+    assert load_run(run).step == 2
+
+
+def test_resume_below_the_checkpoint_step_is_an_error_and_changes_nothing(run, capsys):
+    before = _snapshot(run)
+    code, _, err = cli(["train", "--out", run, "--resume", "--quiet", "--set", "train.steps=1"], capsys)
+    assert "past train.steps=1" in one_line_error(code, err)
+    assert _snapshot(run) == before
+
+
+def test_outputs_follow_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        run = train_run(resolve_config("digits", tiny_overrides(steps=2)), tmp_path / "r", progress=False)
+    finally:
+        os.umask(old)
+    for name in ("config.json", "checkpoints/step-2.json", "checkpoints/step-2.safetensors"):
+        assert stat.S_IMODE((run / name).stat().st_mode) == 0o644, name
