@@ -27,6 +27,10 @@ $(TEST_STAMP): $(STAMP)
 	# guided-diffusion's code (a PyPI packaging of a fork), a test-only reference for tests/test_guided_*.py;
 	# its blobfile dependency is not needed for the modules the tests import.
 	$(PIP) install --quiet --no-deps guided_diffusion_sdk==1.0.0
+	# A real browser for the report page's test (tests/test_report.py): Debian's headless chromium and its driver.
+	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  { command -v apt-get >/dev/null && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; } || \
+	  echo "note: no chromium could be installed; the browser test of the report page will be skipped"
 	touch $@
 
 install: $(STAMP)

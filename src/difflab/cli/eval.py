@@ -138,10 +138,40 @@ def run_eval(args: argparse.Namespace) -> int:
                       metrics_config=config, inception=_inception(args))
     result = evaluate(req, progress=not args.quiet)
     print(format_table(result))
+    log_to_runs(result)
     if args.out is not None:
         write_json(args.out, result)
         print(f"wrote {args.out}")
     return 0
+
+
+def log_to_runs(result: dict) -> None:
+    """Add the metrics of a run sampled as --samples (as --ref) to its TensorBoard events: eval/<metric> (eval_ref/<metric>)
+    at its checkpoint's step, when its train.tensorboard is on. A note on stderr, never a failed evaluation, otherwise."""
+    import numbers
+    import sys
+
+    from difflab.eval.metrics import METRIC_NAMES
+    from difflab.runs import find_checkpoint, resolve_config
+    from difflab.training.config import TrainConfig
+    from difflab.training.tensorboard import log_eval
+
+    metrics = {k: float(v) for k, v in result.items()
+               if k.removesuffix("_std") in METRIC_NAMES and isinstance(v, numbers.Real) and not isinstance(v, bool)}
+    # A run given as --ref gets its own tags: precision and recall swap meaning when the roles of the sets do.
+    for info_key, spec_key, prefix in (("sampling", "samples", "eval"), ("ref_sampling", "ref", "eval_ref")):
+        if info_key not in result or "step" not in result[info_key] or not metrics:
+            continue
+        run_dir = Path(result[spec_key]).expanduser()
+        try:
+            run_dir = find_checkpoint(run_dir)[0]
+            # A run folder without config.json (the oldest layout) had the default.
+            on = resolve_config(run_dir).train.tensorboard if (run_dir / "config.json").is_file() else TrainConfig().tensorboard
+            if on and not log_eval(run_dir, result[info_key]["step"], metrics, prefix):
+                print(f"note: the `tensorboard` package is not installed (pip install difflab[tensorboard]); "
+                      f"the metrics are not added to {run_dir}'s TensorBoard events", file=sys.stderr)
+        except Exception as e:  # the metrics are computed and printed: a TensorBoard problem must not turn them into an error
+            print(f"note: could not add the metrics to {run_dir}'s TensorBoard events: {e}", file=sys.stderr)
 
 
 def run_stats(args: argparse.Namespace) -> int:

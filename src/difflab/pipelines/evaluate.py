@@ -79,11 +79,12 @@ def build_extractor(spec: str, *, cache_dir: str | Path | None = None, inception
 
 def sample_run(path: Path, opts: SampleRequest, progress: bool = False) -> ImageSet:
     """Draw opts.n images from a trained run (its EMA weights), as `difflab sample` would with the same options."""
-    res = generate(dataclasses.replace(opts, run=path), progress=progress)
+    run = load_run(path, ema=opts.ema, device=opts.device)  # loaded here to know its step: which checkpoint was scored
+    res = generate(dataclasses.replace(opts, run=run), progress=progress)
     if not torch.isfinite(res.images).all():
         raise UserError(f"samples of {path} contain NaN or inf: the model or sampler diverged; check the run and sampler")
     info = {"sampler": res.sampler, "steps": res.steps, "nfe": res.nfe, "seconds": round(res.seconds, 3),
-            "seed": opts.seed, "n": opts.n, "timesteps": res.timesteps, "options": res.options}
+            "seed": opts.seed, "n": opts.n, "timesteps": res.timesteps, "options": res.options, "step": run.step}
     if res.guidance != "none":
         info.update(guidance=res.guidance, scale=res.scale)
     if res.search_nfe is not None:

@@ -33,6 +33,7 @@ class TrainConfig:
     checkpoint_every: int = field(1000, help="write a checkpoint every this many steps (and always at the end)")
     keep_last: int = field(3, help="keep only the newest this many checkpoints; 0 keeps all")
     sample_every: int = field(1000, help="write a sample grid to samples/ every this many steps (0: only at the end)")
+    tensorboard: bool = field(True, help="write TensorBoard event files to RUN/tensorboard/ (needs the optional `tensorboard` package: pip install difflab[tensorboard]); without the package training logs metrics.jsonl only and says so once")
     label_dropout: float = field(0.0, help="probability of replacing a label by the null label (index model.num_classes) in each training example, so one model also predicts unconditionally, for classifier-free guidance (Ho & Salimans 2022: 0.1-0.2); needs model.class_dropout_null")
 
     def __post_init__(self):

@@ -31,6 +31,7 @@ from difflab.training.checkpoint import (
 from difflab.training.config import TrainConfig
 from difflab.training.dist import DistInfo, all_gather_cat, barrier
 from difflab.training.ema import EMA
+from difflab.training.tensorboard import RunBoard
 
 
 class TrainTask(Protocol):
@@ -133,6 +134,7 @@ class Trainer:
         self.run_meta = run_meta or {}
         self.progress = progress and dist.is_main
         self.on_grid = on_grid  # called with (step, images) to save a grid; set by the caller
+        self.board: RunBoard | None = None  # TensorBoard events of the current fit (rank 0, train.tensorboard)
         self._nonfinite = 0
         self.stopped_by_budget = False
 
@@ -262,6 +264,17 @@ class Trainer:
         c = self.cfg
         clock = clock or time.perf_counter
         end = c.steps if stop_at is None else min(stop_at, c.steps)
+        if c.tensorboard and self.dist.is_main and self.board is None:
+            self.board = RunBoard(self.paths.root, self.step)  # after resume(): it hides what was logged past this step
+        try:
+            self._fit(end, budget_seconds, clock)
+        finally:
+            # Flushed and closed however fit ends (also on divergence), so the events on disk are complete.
+            self._close_board()
+
+    def _fit(self, end: int, budget_seconds: float | None, clock) -> None:
+        """The loop of `fit`: steps up to `end`, with metrics lines, grids and checkpoints on their schedules."""
+        c = self.cfg
         bar = tqdm(total=end, initial=self.step, desc="train", disable=not self.progress, dynamic_ncols=True)
         t0, s0 = time.perf_counter(), self.step
         start = clock()
@@ -291,9 +304,15 @@ class Trainer:
         barrier(self.dist)
 
     def close(self) -> None:
-        """Release the DDP wrapper (its reducer holds the process group) before the group is destroyed."""
+        """Release the DDP wrapper (its reducer holds the process group) before the group is destroyed; close the events."""
+        self._close_board()
         self.ddp = None
         gc.collect()
+
+    def _close_board(self) -> None:
+        if self.board is not None:
+            self.board.close()
+            self.board = None
 
     def _budget_spent(self, spent: bool) -> bool:
         """Rank 0's clock decides for every rank, so all ranks stop after the same step."""
@@ -308,13 +327,19 @@ class Trainer:
             return
         with open(self.paths.metrics, "a") as f:
             f.write(json.dumps(row) + "\n")
+        if self.board is not None:
+            # The decay of the EMA update that ended this step (update k used decay(k), k = step - 1).
+            self.board.log_row(row, self.ema.decay(row["step"] - 1))
 
     def write_grid(self) -> None:
-        if not self.dist.is_main or self.on_grid is None:
+        if not self.dist.is_main or (self.on_grid is None and self.board is None):
             return
         images = self.task.sample_grid(self.ema.shadow, torch.Generator().manual_seed(self.cfg.seed))
         if images is not None:
-            self.on_grid(self.step, images)
+            if self.on_grid is not None:
+                self.on_grid(self.step, images)
+            if self.board is not None:
+                self.board.log_grid(self.step, images)
 
     # ----- checkpoints ------------------------------------------------------------------------
     def save(self) -> None:
