@@ -97,3 +97,68 @@ def test_outputs_follow_the_umask(tmp_path):
         os.umask(old)
     for name in ("config.json", "checkpoints/step-2.json", "checkpoints/step-2.safetensors"):
         assert stat.S_IMODE((run / name).stat().st_mode) == 0o644, name
+
+
+def test_no_checkpoint_during_a_nan_streak_and_the_error_names_the_last_good_one(tmp_path, capsys):
+    """Divergence at lr 1e30 after two good steps: the good checkpoint survives keep_last=1, no bad one is written."""
+    run = tmp_path / "r"
+    over = tiny_overrides(steps=2) + ["train.keep_last=1", "train.checkpoint_every=1"]
+    train_run(resolve_config("digits", over), run, progress=False)
+    good = (run / "checkpoints" / "step-2.safetensors").read_bytes()
+    code, _, err = cli(["train", "--out", run, "--resume", "--quiet", *sets(over + ["train.steps=30", "train.lr=1e30",
+                                                                                   "train.max_nonfinite=2", "train.warmup_steps=0"])], capsys)
+    line = one_line_error(code, err)
+    assert "NaN/Inf" in line and "last good checkpoint is" in line, line
+    names = sorted(p.name for p in (run / "checkpoints").iterdir())
+    last = names[-1]
+    assert last.endswith(".safetensors") and str(run / "checkpoints" / last) in line
+    step = int(last.split("-")[1].split(".")[0])
+    tensors = __import__("safetensors.torch", fromlist=["load_file"]).load_file(str(run / "checkpoints" / last))
+    assert all(torch.isfinite(v).all() for k, v in tensors.items() if k.startswith("model.")), "a non-finite checkpoint was written"
+    assert step >= 2 and (step > 2 or (run / "checkpoints" / last).read_bytes() == good)
+    for ln in (run / "metrics.jsonl").read_text().splitlines():
+        json.loads(ln, parse_constant=lambda c: pytest.fail(f"bare {c} in metrics.jsonl"))  # strict JSON: NaN is null
+
+
+def test_resume_sweeps_what_a_killed_run_left(run, capsys):
+    ck = run / "checkpoints"
+    (ck / ".step-4.safetensors.abc.tmp").write_bytes(b"half")
+    (ck / "step-9.safetensors").write_bytes(b"orphan")  # its JSON never got written
+    (run / ".config.json.x.tmp").write_text("{")
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write('{"step": 3, "lo')  # torn line
+    code, _, err = cli(["train", "--out", run, "--resume", "--quiet", "--set", "train.steps=3"], capsys)
+    assert code == 0, err
+    assert "removed" in err and not (ck / "step-9.safetensors").exists() and not list(run.rglob(".*.tmp"))
+    rows = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3]
+
+
+def test_fp16_on_the_cpu_is_refused(tmp_path, capsys):
+    code, _, err = cli(["train", "--out", tmp_path / "r", "--quiet", *sets(tiny_overrides(steps=1) + ["train.precision=fp16", "train.device=cpu"])],
+                       capsys)
+    assert "fp16 needs a CUDA GPU" in one_line_error(code, err)
+
+
+def test_sigterm_saves_a_checkpoint_and_says_how_to_resume(tmp_path):
+    """A real process: SIGTERM mid-training ends it with status 143, a final checkpoint and the resume command."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    run = tmp_path / "r"
+    over = tiny_overrides(steps=100000) + ["train.checkpoint_every=100000", "train.log_every=1"]
+    proc = subprocess.Popen([sys.executable, "-m", "difflab.cli.main", "train", "--out", str(run), "--quiet", *sets(over)],
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and not (run / "metrics.jsonl").exists():
+        time.sleep(0.2)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert "stopped by SIGTERM" in err and "--resume" in err and "Traceback" not in err
+    step = load_run(run).step
+    assert step > 0 and f"step-{step}.safetensors" in err
+    assert not list(run.rglob(".*.tmp"))

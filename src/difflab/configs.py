@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
@@ -86,6 +87,8 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
         raise UserError(f"config key '{key}' must be an integer; got {value!r}")
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):  # NaN and inf parse as JSON numbers but are never a sensible setting
+                raise UserError(f"config key '{key}' must be a finite number; got {value!r}")
             return float(value)
         raise UserError(f"config key '{key}' must be a number; got {value!r}")
     if tp is str:

@@ -147,8 +147,20 @@ def check_out_file(out: Path | None, force: bool, suffixes: tuple[str, ...]) -> 
         raise UserError(f"--out must end in {' or '.join(suffixes)}; got {out.name}")
     if out.is_dir():
         raise UserError(f"--out {out} is a folder; give a {' or '.join(suffixes)} file")
+    check_parent_folder(out)
     if out.exists() and not force:
         raise UserError(f"{out} exists; choose another --out or add --force to overwrite it")
+
+
+def check_parent_folder(out: Path) -> None:
+    """Fail before any work when --out cannot be created: a part of its path is a file."""
+    from difflab.errors import UserError
+
+    for parent in Path(out).absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UserError(f"--out {out}: {parent} is a file, not a folder; choose another --out")
+            return
 
 
 def set_threads(n: int | None) -> None:

@@ -18,6 +18,7 @@ from difflab.errors import UserError
 from difflab.pipelines.sample import SampleRequest, generate
 from difflab.runs import get_kind, run_kind
 from difflab.training.checkpoint import list_checkpoints
+from difflab.training.plots import read_metrics
 
 KIND_LABELS = {"diffusion": "Diffusion", "dcgan": "DCGAN", "vae": "VAE"}
 
@@ -101,7 +102,7 @@ def training_curve(metrics: Path) -> list[dict]:
     """metrics.jsonl rows, each with "time_s": training seconds up to that row (from the logged it/s)."""
     if not metrics.is_file():
         return []
-    rows = [json.loads(ln) for ln in metrics.read_text().splitlines() if ln.strip()]
+    rows = read_metrics(metrics)
     elapsed, prev = 0.0, 0
     for r in rows:
         its = r.get("it_per_s")

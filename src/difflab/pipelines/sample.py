@@ -196,7 +196,10 @@ def draw_samples(denoiser: Denoiser, spec: SamplerSpec, steps: list[int], shape:
         b = min(batch_size, n - lo)
         x_T = prior_sample(denoiser.process, (b, *shape[1:]), g, dtype=torch.float32).to(device)
         yb = labels[lo:lo + b].to(device) if labels is not None else None
-        out.append(spec.fn(den, x_T, steps, y=yb, generator=g, **options).cpu())
+        try:
+            out.append(spec.fn(den, x_T, steps, y=yb, generator=g, **options).cpu())
+        except ValueError as e:  # a sampler's own check of its options (e.g. eta < 0): the user's value, said in one line
+            raise UserError(f"sampler {spec.name}: {e}; see `difflab samplers` for its options") from None
     seconds = time.perf_counter() - t0
     return torch.cat(out).clamp(-1, 1), den.calls // -(-n // batch_size), seconds
 
@@ -225,6 +228,21 @@ def sample_generator(run: LoadedRun, n: int, generator: torch.Generator | None =
     return images
 
 
+def check_fits_in_memory(n: int, shape: tuple[int, ...]) -> None:
+    """Refuse an --n whose images (float32, plus the written copy) would not fit in half of this machine's memory."""
+    import math
+    import os
+
+    need = 2 * 4 * n * math.prod(shape)
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not every platform says
+        return
+    if need > total / 2:
+        raise UserError(f"--n {n} images of {'x'.join(map(str, shape))} need {need / 2**30:.1f} GiB in memory, more than half of this "
+                        f"machine's {total / 2**30:.0f} GiB: draw fewer per command (several runs with different --seed)")
+
+
 def _load(spec: Path | LoadedRun, *, kind, ema: bool, device) -> LoadedRun:
     return spec if isinstance(spec, LoadedRun) else load_run(spec, kind=kind, ema=ema, device=device)
 
@@ -233,6 +251,8 @@ def plan(req: SampleRequest, run: LoadedRun, spec: SamplerSpec) -> list[int] | N
     """The timesteps to visit (None: spacing 'searched', found later on the model), checked before anything is drawn."""
     cfg, process = run.cfg, run.denoiser.process
     spacing = req.spacing or cfg.sample.spacing
+    if req.steps is not None and not 1 <= req.steps <= process.T:  # 0 must not quietly mean "the run's default"
+        raise UserError(f"--steps must be between 1 and T={process.T}; got {req.steps}")
     n_steps = req.steps or cfg.sample.steps
     if req.timesteps is not None:
         if req.steps is not None or req.spacing is not None:
@@ -257,6 +277,7 @@ def generate(req: SampleRequest, progress: bool = False) -> SampleResult:
     if run.spec.generate is not None:  # a VAE or DCGAN: one generator pass per image, no sampler
         if req.sampler is not None or req.steps is not None or req.guidance != "none" or req.sampler_options:
             raise UserError(f"{run.path} is a {run.kind} run: it samples in one pass, without --sampler, --steps, options or guidance")
+        check_fits_in_memory(req.n, run.image_shape)
         t0 = time.perf_counter()
         images = sample_generator(run, req.n, torch.Generator().manual_seed(req.seed), batch_size=req.batch_size)
         return SampleResult(images, None, "decoder" if run.kind == "vae" else "generator", 1, 1, time.perf_counter() - t0)
@@ -266,6 +287,7 @@ def generate(req: SampleRequest, progress: bool = False) -> SampleResult:
         raise UserError(f"{run.path} is an image-conditional model (condition.kind '{run.cfg.condition.kind}'): "
                         f"sample it with `difflab restore --run {run.path} --data SPEC`")
     cfg, m = run.cfg, run.cfg.model
+    check_fits_in_memory(req.n, (m.in_channels, m.image_size, m.image_size))
     spec = get_sampler(req.sampler or cfg.sample.sampler)
     check_guidance_request(req, spec.name)
     options = {**cfg.sample.options_for(spec), **spec.parse_options(req.sampler_options)}

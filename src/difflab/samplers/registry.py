@@ -59,6 +59,8 @@ class SamplerOption:
             raise UserError(f"{where} must be {'an integer' if self.type is int else 'a number'}; got {raw!r}")
         if self.type is float and math.isnan(value):
             raise UserError(f"{where} must be a number, not NaN")
+        if value < 0:  # every numeric option of the registered samplers (eta, order, snr, churn, tolerances...) is >= 0
+            raise UserError(f"{where} must be >= 0; got {value}")
         return value
 
 

@@ -43,6 +43,8 @@ class TrainConfig:
         for key in ("warmup_steps", "keep_last", "sample_every", "max_nonfinite"):
             if getattr(self, key) < 0:
                 raise UserError(f"train.{key} must be >= 0; got {getattr(self, key)}")
+        if not 0 <= self.seed < 2**63:  # torch generators take 64-bit seeds; the step generator mixes seed and step below 2^63
+            raise UserError(f"train.seed must be in 0 .. 2**63 - 1; got {self.seed}")
         if self.lr <= 0:
             raise UserError(f"train.lr must be positive; got {self.lr}")
         if not 0 <= self.ema_rate < 1:

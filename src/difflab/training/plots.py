@@ -7,7 +7,14 @@ from pathlib import Path
 
 
 def read_metrics(path: Path) -> list[dict]:
-    return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
+    """The rows of metrics.jsonl; a torn last line (a kill mid-write) is skipped."""
+    rows = []
+    for ln in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(ln))
+        except json.JSONDecodeError:
+            continue
+    return [r for r in rows if isinstance(r, dict)]
 
 
 def plot_metrics(metrics: Path, out: Path, keys: tuple[str, ...] = ("loss", "grad_norm", "lr")) -> Path:
@@ -20,7 +27,7 @@ def plot_metrics(metrics: Path, out: Path, keys: tuple[str, ...] = ("loss", "gra
     fig = Figure(figsize=(4 * len(keys), 3))
     axes = fig.subplots(1, len(keys), squeeze=False)
     for ax, key in zip(axes[0], keys):
-        pts = [(r["step"], r[key]) for r in rows if key in r]
+        pts = [(r["step"], r[key]) for r in rows if r.get(key) is not None]  # null: a NaN/Inf step
         ax.plot([p[0] for p in pts], [p[1] for p in pts])
         ax.set_xlabel("step")
         ax.set_title(key)

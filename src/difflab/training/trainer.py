@@ -8,6 +8,7 @@ import contextlib
 import gc
 import json
 import math
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from difflab.errors import UserError
+from difflab.errors import Stopped, UserError
 from difflab.training.checkpoint import (
     flatten,
     list_checkpoints,
@@ -129,7 +130,9 @@ class Trainer:
             self.opt = self.opts[self.phases[0].name]
         else:
             self.opt = torch.optim.AdamW(self.model.parameters(), **adamw)
-        self.scaler = torch.amp.GradScaler(device.type) if cfg.precision == "fp16" and device.type == "cuda" else None
+        if cfg.precision == "fp16" and device.type != "cuda":
+            raise UserError("train.precision=fp16 needs a CUDA GPU (loss scaling); on the CPU use train.precision=bf16 or fp32")
+        self.scaler = torch.amp.GradScaler(device.type) if cfg.precision == "fp16" else None
         self.step = 0
         self.run_meta = run_meta or {}
         self.progress = progress and dist.is_main
@@ -187,7 +190,10 @@ class Trainer:
             # Skip the update: a NaN/Inf batch must not poison the weights (mixed precision or divergence).
             self._nonfinite += 1
             if self._nonfinite > c.max_nonfinite:
-                raise TrainingDiverged(f"loss or gradient was NaN/Inf for {self._nonfinite} steps in a row at step {self.step}: lower train.lr, use train.precision=fp32, or raise train.grad_clip",
+                good = list_checkpoints(self.paths.checkpoints)
+                last = f"the last good checkpoint is {good[-1].with_suffix('.safetensors')}" if good else "no checkpoint was written"
+                raise TrainingDiverged(f"loss or gradient was NaN/Inf for {self._nonfinite} steps in a row at step {self.step} ({last}): "
+                                       "lower train.lr, use train.precision=fp32, or raise train.grad_clip",
                                        step=self.step, nonfinite=self._nonfinite)
         if observed:
             gathered = {k: all_gather_cat(torch.cat(v), d) for k, v in observed.items()}
@@ -267,12 +273,13 @@ class Trainer:
         if c.tensorboard and self.dist.is_main and self.board is None:
             self.board = RunBoard(self.paths.root, self.step)  # after resume(): it hides what was logged past this step
         try:
-            self._fit(end, budget_seconds, clock)
+            with _catch_signals() as signals:
+                self._fit(end, budget_seconds, clock, signals)
         finally:
             # Flushed and closed however fit ends (also on divergence), so the events on disk are complete.
             self._close_board()
 
-    def _fit(self, end: int, budget_seconds: float | None, clock) -> None:
+    def _fit(self, end: int, budget_seconds: float | None, clock, signals: dict[str, int]) -> None:
         """The loop of `fit`: steps up to `end`, with metrics lines, grids and checkpoints on their schedules."""
         c = self.cfg
         bar = tqdm(total=end, initial=self.step, desc="train", disable=not self.progress, dynamic_ncols=True)
@@ -292,10 +299,13 @@ class Trainer:
             if c.sample_every and self.step % c.sample_every == 0 and self.step != end and not out_of_time:
                 self.write_grid()
             if self.step % c.checkpoint_every == 0 or self.step == end or out_of_time:
-                self.save()
+                if self._nonfinite == 0:  # never mid-streak: keep_last would rotate good checkpoints away for bad ones
+                    self.save()
             if out_of_time:
                 self.stopped_by_budget = True
                 break
+            if self._signal_received(signals):
+                self._stop_on_signal(signals)
         bar.close()
         if self.step == c.steps or self.stopped_by_budget:
             self.write_grid()
@@ -314,6 +324,29 @@ class Trainer:
             self.board.close()
             self.board = None
 
+    def _signal_received(self, signals: dict[str, int]) -> bool:
+        """Whether SIGINT/SIGTERM arrived; rank 0's word holds for every rank, so all stop after the same step."""
+        got = "signal" in signals
+        if not self.dist.enabled:
+            return got
+        flag = torch.tensor([float(signals.get("signal", 0))], device=self.device)
+        torch.distributed.broadcast(flag, 0)
+        signals.setdefault("signal", int(flag.item()))
+        return bool(flag.item())
+
+    def _stop_on_signal(self, signals: dict[str, int]) -> None:
+        """Save (unless mid NaN streak), then stop with a message that names the checkpoint and the command to continue."""
+        import signal as _signal
+
+        num = int(signals["signal"])
+        if self._nonfinite == 0 and self.dist.is_main and not (self.paths.checkpoints / f"step-{self.step}.json").exists():
+            self.save()
+        barrier(self.dist)
+        good = list_checkpoints(self.paths.checkpoints)
+        where = f"checkpoint {good[-1].with_suffix('.safetensors')} holds step {int(good[-1].name.split('-')[1])}" if good else "no checkpoint yet"
+        raise Stopped(f"stopped by {_signal.Signals(num).name} at step {self.step}; {where}; continue with "
+                      f"`difflab train --out {self.paths.root} --resume`", num)
+
     def _budget_spent(self, spent: bool) -> bool:
         """Rank 0's clock decides for every rank, so all ranks stop after the same step."""
         if not self.dist.enabled:
@@ -325,8 +358,10 @@ class Trainer:
     def _log(self, row: dict[str, Any]) -> None:
         if not self.dist.is_main:
             return
+        # Strict JSON: NaN / inf become null (json.dumps would write bare NaN tokens that other readers reject).
+        clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
         with open(self.paths.metrics, "a") as f:
-            f.write(json.dumps(row) + "\n")
+            f.write(json.dumps(clean, allow_nan=False) + "\n")
         if self.board is not None:
             # The decay of the EMA update that ended this step (update k used decay(k), k = step - 1).
             self.board.log_row(row, self.ema.decay(row["step"] - 1))
@@ -371,6 +406,9 @@ class Trainer:
         found = list_checkpoints(self.paths.checkpoints)
         if not found:
             raise UserError(f"--resume: no checkpoint in {self.paths.checkpoints}; start without --resume")
+        if self.dist.is_main:
+            for p in sweep_partial_files(self.paths.root):
+                print(f"resume: removed {p} (left by an interrupted run)", file=sys.stderr)
         tensors, meta = load_checkpoint(found[-1])
         self.model.load_state_dict(unflatten("model", tensors))
         self.ema.load_state_dict(unflatten("ema", tensors))
@@ -398,8 +436,55 @@ class Trainer:
         """Drop metric lines a killed run wrote after its last checkpoint, so the log matches an uninterrupted run."""
         if not self.dist.is_main or not self.paths.metrics.exists():
             return
-        keep = [ln for ln in self.paths.metrics.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= self.step]
+        keep = [ln for ln in self.paths.metrics.read_text().splitlines() if _row_step(ln) is not None and _row_step(ln) <= self.step]
         self.paths.metrics.write_text("".join(ln + "\n" for ln in keep))
+
+
+def _row_step(line: str) -> int | None:
+    """The step of a metrics.jsonl line; None for a torn line (a kill mid-write), which resume drops."""
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+@contextlib.contextmanager
+def _catch_signals():
+    """SIGINT / SIGTERM during training set a flag (read after each step) instead of killing the process mid-write.
+    Handlers can only be set from the main thread; elsewhere signals keep their defaults. The old handlers come back."""
+    import signal
+    import threading
+
+    got: dict[str, int] = {}
+    if threading.current_thread() is not threading.main_thread():
+        yield got
+        return
+
+    def handler(num, frame):
+        if "signal" in got:  # a second signal: the user insists
+            raise KeyboardInterrupt
+        got["signal"] = num
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield got
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def sweep_partial_files(root: Path) -> list[Path]:
+    """Temp files of atomic writes (.NAME.*.tmp) and checkpoint halves without their JSON, which only a killed run leaves."""
+    removed = []
+    for folder in (root, root / "checkpoints", root / "samples", root / "plots"):
+        if not folder.is_dir():
+            continue
+        for p in folder.iterdir():
+            orphan = p.suffix == ".safetensors" and p.name.startswith("step-") and not p.with_suffix(".json").exists()
+            if (p.name.startswith(".") and p.name.endswith(".tmp")) or orphan:
+                p.unlink(missing_ok=True)
+                removed.append(p)
+    return removed
 
 
 class TrainingDiverged(UserError):
