@@ -1,4 +1,4 @@
-"""`difflab demo`: the whole loop on the built-in digits in minutes on a CPU — train, sample, plot, evaluate."""
+"""`difflab demo`: the whole loop on the built-in digits in minutes on a CPU — train, sample, plot, evaluate, report."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from difflab.cli.options import add_cache_dir
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="train, sample and evaluate the digits preset on the CPU",
-                       description="Train the digits preset (resuming or reusing a finished run in --out), sample, plot and evaluate.")
+    p = sub.add_parser("demo", help="train, sample, evaluate and report the digits preset on the CPU",
+                       description="Train the digits preset (resuming or reusing a finished run in --out), sample, plot, evaluate, and "
+                                   "write the report page OUT/report/index.html (difflab report).")
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="a folder: the run")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a config key (repeatable)")
     p.add_argument("--n", type=int, default=1000, help="number of images sampled for the evaluation")
@@ -21,6 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from difflab.experiments.report import ReportRequest, build_report
     from difflab.pipelines.sample import SampleRequest, generate, write_samples
     from difflab.runs import resolve_config, train_run
     from difflab.training.checkpoint import list_checkpoints
@@ -46,6 +48,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"  {out / 'plots/loss.png'}  (training loss)")
     print(f"  {out / 'metrics.jsonl'}")
     evaluate_demo(out, args)
+    # OUT/report is the demo's own output: replaced on every run (force), nothing else is touched.
+    page = build_report(ReportRequest(runs=(out,), out=out / "report", force=True), log=lambda msg: None if args.quiet else print(msg))
+    print(f"report: {page}")
     return 0
 
 

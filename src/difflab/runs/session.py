@@ -23,7 +23,7 @@ from difflab.runs.registry import get_kind, kind_of_config
 from difflab.training.checkpoint import list_checkpoints, load_checkpoint, unflatten
 from difflab.training.dist import DistInfo, init_distributed, local_rank_from_env, resolve_device, shutdown
 from difflab.training.plots import plot_metrics
-from difflab.training.trainer import RunPaths, Trainer
+from difflab.training.trainer import RunPaths, Trainer, sweep_partial_files
 
 
 @contextlib.contextmanager
@@ -92,6 +92,9 @@ def train_run(cfg, out: str | Path, *, resume: bool = False, force: bool = False
             trainer.resume()
         elif resume and dist.is_main:  # stopped before its first checkpoint: nothing to continue, so it starts again
             print(f"note: {out} has no checkpoint yet; training it from step 0 with its config", file=sys.stderr)
+            paths.metrics.unlink(missing_ok=True)  # the lines of the attempt that never reached a checkpoint
+            for p in sweep_partial_files(out):
+                print(f"resume: removed {p} (left by an interrupted run)", file=sys.stderr)
         if resume and trainer.step > cfg.train.steps:
             raise UserError(f"--resume: the run is at step {trainer.step}, past train.steps={cfg.train.steps}; "
                             f"set train.steps above {trainer.step} to train further")
