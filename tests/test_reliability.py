@@ -162,3 +162,74 @@ def test_sigterm_saves_a_checkpoint_and_says_how_to_resume(tmp_path):
     step = load_run(run).step
     assert step > 0 and f"step-{step}.safetensors" in err
     assert not list(run.rglob(".*.tmp"))
+
+
+def test_divergence_is_judged_against_the_running_median():
+    from difflab.training.trainer import MIN_RECENT, is_diverging
+
+    calm = [1.0] * MIN_RECENT
+    assert not is_diverging(1e6, calm[:-1], 100.0)  # too little history to judge
+    assert is_diverging(101.0, calm, 100.0) and not is_diverging(99.0, calm, 100.0)
+    assert not is_diverging(1e9, calm, 0.0)  # off
+    assert not is_diverging(float("nan"), calm, 100.0)  # NaN has its own check
+
+
+class _Spike:
+    """A TrainTask whose loss is the model's own output, forced to jump a million-fold after step 25."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def draw(self, generator, n, x_shape):
+        return {}
+
+    def loss(self, model, x, y, draws):
+        self.calls += 1
+        scale = 1e6 if self.calls > 25 else 1.0
+        return (model(x) ** 2).mean(1) * scale + 1.0, {}
+
+    def observe(self, gathered):
+        pass
+
+    def sample_grid(self, model, generator):
+        return None
+
+    def state_dict(self):
+        return {}
+
+    def load_state_dict(self, state):
+        pass
+
+
+def test_a_finite_blow_up_stops_training_without_checkpointing_it(tmp_path):
+    from torch import nn
+
+    from difflab.errors import UserError
+    from difflab.training.config import TrainConfig
+    from difflab.training.trainer import RunPaths, Trainer
+
+    torch.manual_seed(0)
+    cfg = TrainConfig(steps=60, batch_size=8, lr=1e-3, log_every=1, checkpoint_every=1, keep_last=2, sample_every=0,
+                      max_nonfinite=3, device="cpu", tensorboard=False)
+    trainer = Trainer(nn.Linear(3, 2), _Spike(), torch.randn(64, 3), None, cfg, RunPaths(tmp_path), torch.device("cpu"), progress=False)
+    with pytest.raises(UserError, match="divergence_factor") as info:
+        trainer.fit()
+    assert trainer.step == 28 and "step-25.safetensors" in str(info.value)  # the 26th..29th steps diverged; stopped on the 4th
+    saved = sorted(int(p.stem.split("-")[1]) for p in (tmp_path / "checkpoints").glob("step-*.json"))
+    assert saved == [24, 25]  # keep_last=2 kept the good ones: none was written during the streak
+
+
+def test_resume_from_an_earlier_checkpoint_keeps_the_later_ones_aside(tmp_path, capsys):
+    over = tiny_overrides(steps=6)
+    ref = train_run(resolve_config("digits", over), tmp_path / "ref", progress=False)
+    run = train_run(resolve_config("digits", over), tmp_path / "run", progress=False)
+    code, _, err = cli(["train", "--out", run, "--resume", "--from-step", 3, "--quiet"], capsys)
+    assert "no such checkpoint" in one_line_error(code, err) and "2, 4, 6" in err
+    code, _, err = cli(["train", "--out", run, "--from-step", 2, "--quiet"], capsys)
+    assert "use it with --resume" in one_line_error(code, err)
+    code, _, err = cli(["train", "--out", run, "--resume", "--from-step", 2, "--quiet"], capsys)
+    assert code == 0, err
+    aside = run / "checkpoints" / "superseded-from-2"
+    assert sorted(p.name for p in aside.iterdir()) == ["step-4.json", "step-4.safetensors", "step-6.json", "step-6.safetensors"]
+    a, b = load_run(ref).model.state_dict(), load_run(run).model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)  # retraining 2 -> 6 from step 2 gives the same run

@@ -16,6 +16,8 @@ def add_train_args(p: argparse.ArgumentParser, *, default_config: str, kinds: st
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set train.steps=100 (repeatable; see `difflab config --keys`)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its newest checkpoint")
+    p.add_argument("--from-step", type=int, default=None, metavar="N",
+                   help="with --resume: continue from the checkpoint of step N instead (later ones are kept aside, not deleted)")
     p.add_argument("--force", action="store_true", help="replace a run already in --out (its checkpoints and logs are deleted)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -43,7 +45,7 @@ def train_from_args(args: argparse.Namespace, *, default_config: str, kinds: tup
     cfg = resolve_config(spec, args.overrides, kinds=kinds)
     if args.data is not None:
         cfg = dataclasses.replace(cfg, data=parse_data_spec(args.data, cfg.data))
-    return train_run(cfg, args.out, resume=args.resume, force=args.force, progress=not args.quiet)
+    return train_run(cfg, args.out, resume=args.resume, force=args.force, progress=not args.quiet, from_step=args.from_step)
 
 
 def run(args: argparse.Namespace) -> int:

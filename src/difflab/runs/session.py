@@ -70,14 +70,18 @@ def init_model(kind: RunKind, cfg) -> nn.Module:
 
 
 def train_run(cfg, out: str | Path, *, resume: bool = False, force: bool = False, progress: bool = True,
-              stop_at: int | None = None, budget_seconds: float | None = None, budget_clock=None) -> Path:
+              stop_at: int | None = None, budget_seconds: float | None = None, budget_clock=None,
+              from_step: int | None = None) -> Path:
     """Train the run `cfg` (a config of any kind) into the run folder `out`; returns `out`.
 
     `stop_at` pauses after that step (a later --resume continues); `budget_seconds` stops after that many seconds of
-    `budget_clock` (default wall-clock) with a final checkpoint (`Trainer.fit`). When training has finished, the
+    `budget_clock` (default wall-clock) with a final checkpoint (`Trainer.fit`). `from_step` (with `resume`) continues
+    from that checkpoint instead of the newest. When training has finished, the
     kind writes its reports (a classifier's accuracy vs t, a VAE's ELBO).
     """
     kind, out = kind_of_config(cfg), Path(out)
+    if from_step is not None and not resume:
+        raise UserError("--from-step picks the checkpoint to resume from: use it with --resume")
     with training_session(cfg, out, resume=resume, force=force, frozen=kind.frozen, changeable=kind.changeable) as (device, dist):
         data = load_dataset(kind.data_config(cfg))
         kind.check_data(cfg, data)
@@ -89,7 +93,7 @@ def train_run(cfg, out: str | Path, *, resume: bool = False, force: bool = False
                           run_meta={"config": to_dict(cfg), "kind": kind.name}, progress=progress,
                           on_grid=lambda step, images: save_image_grid(images, paths.samples / f"step-{step}.png"))
         if resume and list_checkpoints(paths.checkpoints):
-            trainer.resume()
+            trainer.resume(from_step)
         elif resume and dist.is_main:  # stopped before its first checkpoint: nothing to continue, so it starts again
             print(f"note: {out} has no checkpoint yet; training it from step 0 with its config", file=sys.stderr)
             paths.metrics.unlink(missing_ok=True)  # the lines of the attempt that never reached a checkpoint

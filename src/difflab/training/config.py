@@ -28,7 +28,10 @@ class TrainConfig:
     seed: int = field(0, help="seed of initialisation, data order, timesteps and noise: the same seed gives the same run")
     device: Literal["auto", "cpu", "cuda"] = field("auto", help="'auto' uses a GPU when one is visible (one per torchrun rank), else the CPU")
     precision: Literal["fp32", "bf16", "fp16"] = field("fp32", help="autocast precision of the network: 'bf16' (CPU or GPU) or 'fp16' (GPU, with loss scaling); losses and weights stay fp32")
-    max_nonfinite: int = field(5, help="a step with a NaN/Inf loss or gradient is skipped; stop with an error after this many in a row")
+    max_nonfinite: int = field(5, help="a step with a NaN/Inf loss or gradient (or a diverging loss, see divergence_factor) is skipped and "
+                               "no checkpoint is written while such steps last; stop with an error after this many in a row")
+    divergence_factor: float = field(100.0, help="a step whose loss exceeds this many times the median of the last 50 good losses "
+                                      "(once 20 are known) counts as diverging, like a NaN step; 0 disables (single-optimiser runs only)")
     log_every: int = field(50, help="write a line to metrics.jsonl every this many steps")
     checkpoint_every: int = field(1000, help="write a checkpoint every this many steps (and always at the end)")
     keep_last: int = field(3, help="keep only the newest this many checkpoints; 0 keeps all")
@@ -45,6 +48,8 @@ class TrainConfig:
                 raise UserError(f"train.{key} must be >= 0; got {getattr(self, key)}")
         if not 0 <= self.seed < 2**63:  # torch generators take 64-bit seeds; the step generator mixes seed and step below 2^63
             raise UserError(f"train.seed must be in 0 .. 2**63 - 1; got {self.seed}")
+        if self.divergence_factor != 0 and not self.divergence_factor > 1:
+            raise UserError(f"train.divergence_factor must be 0 (off) or above 1; got {self.divergence_factor}")
         if self.lr <= 0:
             raise UserError(f"train.lr must be positive; got {self.lr}")
         if not 0 <= self.ema_rate < 1:

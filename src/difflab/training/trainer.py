@@ -139,6 +139,7 @@ class Trainer:
         self.on_grid = on_grid  # called with (step, images) to save a grid; set by the caller
         self.board: RunBoard | None = None  # TensorBoard events of the current fit (rank 0, train.tensorboard)
         self._nonfinite = 0
+        self._recent_losses: list[float] = []  # the last good losses, for the divergence check (checkpointed: resume is exact)
         self.stopped_by_budget = False
 
     # ----- schedule -------------------------------------------------------------------------
@@ -164,7 +165,10 @@ class Trainer:
                 g["lr"] = lr
             self.opt.zero_grad(set_to_none=True)
             mean_loss, observed = self._forward_backward(idx, draws, None)
-            grad_norm, finite = self._update(self.opt, list(self.model.parameters()), mean_loss)
+            diverging = is_diverging(mean_loss, self._recent_losses, c.divergence_factor)
+            grad_norm, finite = self._update(self.opt, list(self.model.parameters()), mean_loss, skip=diverging)
+            if finite:
+                self._recent_losses = (self._recent_losses + [mean_loss])[-RECENT_LOSSES:]
             logs = {"loss": mean_loss, "lr": self.opt.param_groups[0]["lr"], "grad_norm": float(grad_norm), "skipped": int(not finite)}
         else:
             logs, observed, finite = {}, {}, True
@@ -192,7 +196,8 @@ class Trainer:
             if self._nonfinite > c.max_nonfinite:
                 good = list_checkpoints(self.paths.checkpoints)
                 last = f"the last good checkpoint is {good[-1].with_suffix('.safetensors')}" if good else "no checkpoint was written"
-                raise TrainingDiverged(f"loss or gradient was NaN/Inf for {self._nonfinite} steps in a row at step {self.step} ({last}): "
+                raise TrainingDiverged(f"loss or gradient was NaN/Inf (or the loss over train.divergence_factor x its running median) "
+                                       f"for {self._nonfinite} steps in a row at step {self.step} ({last}): "
                                        "lower train.lr, use train.precision=fp32, or raise train.grad_clip",
                                        step=self.step, nonfinite=self._nonfinite)
         if observed:
@@ -238,8 +243,9 @@ class Trainer:
         return float(total) / c.batch_size, observed
 
     def _update(self, opt: torch.optim.Optimizer, params: list[nn.Parameter], mean_loss: float,
-                scaler_update: bool = True) -> tuple[Tensor, bool]:
-        """Unscale, clip and step `opt` unless the loss or the gradient is not finite; (gradient norm, finite)."""
+                scaler_update: bool = True, skip: bool = False) -> tuple[Tensor, bool]:
+        """Unscale, clip and step `opt` unless the loss or the gradient is not finite (or `skip`: the loss is diverging);
+        (gradient norm, whether the step was applied)."""
         c = self.cfg
         if self.scaler:
             self.scaler.unscale_(opt)
@@ -248,7 +254,7 @@ class Trainer:
             grad_norm = torch.nn.utils.clip_grad_norm_(params, c.grad_clip)
         else:
             grad_norm = torch.linalg.vector_norm(torch.stack([p.grad.detach().norm() for p in params])) if params else torch.zeros(())
-        finite = math.isfinite(mean_loss) and bool(torch.isfinite(grad_norm))
+        finite = math.isfinite(mean_loss) and bool(torch.isfinite(grad_norm)) and not skip
         if finite:
             if self.scaler:
                 self.scaler.step(opt)
@@ -396,16 +402,33 @@ class Trainer:
         if torch.cuda.is_available():
             for i, s in enumerate(torch.cuda.get_rng_state_all()):
                 tensors[f"rng.cuda.{i}"] = s
-        meta = {"step": self.step, "optimizer": opt_meta, "nonfinite": self._nonfinite, "ema": self.ema.schedule(), **self.run_meta}
+        meta = {"step": self.step, "optimizer": opt_meta, "nonfinite": self._nonfinite, "recent_losses": self._recent_losses,
+                "ema": self.ema.schedule(), **self.run_meta}
         if self.scaler:
             meta["grad_scaler"] = self.scaler.state_dict()
         save_checkpoint(self.paths.checkpoints, self.step, tensors, meta, self.cfg.keep_last)
 
-    def resume(self) -> int:
-        """Restore the newest complete checkpoint: weights, EMA, optimizer, step, RNG, task state. Returns the step."""
+    def resume(self, from_step: int | None = None) -> int:
+        """Restore the newest complete checkpoint (or the one of `from_step`): weights, EMA, optimizer, step, RNG, task
+        state. Returns the step. Checkpoints after `from_step` move to checkpoints/superseded-from-N/, never deleted."""
         found = list_checkpoints(self.paths.checkpoints)
         if not found:
             raise UserError(f"--resume: no checkpoint in {self.paths.checkpoints}; start without --resume")
+        if from_step is not None:
+            steps = [int(p.name.split("-")[1]) for p in found]
+            if from_step not in steps:
+                raise UserError(f"--from-step {from_step}: no such checkpoint in {self.paths.checkpoints}; it has steps {', '.join(map(str, steps))}")
+            if self.dist.is_main and from_step != steps[-1]:
+                aside = self.paths.checkpoints / f"superseded-from-{from_step}"
+                aside.mkdir(exist_ok=True)
+                for p, step in zip(found, steps):
+                    if step > from_step:
+                        for suffix in (".json", ".safetensors"):  # JSON first: a kill in between leaves no half checkpoint
+                            if p.with_suffix(suffix).exists():
+                                p.with_suffix(suffix).rename(aside / (p.name + suffix))
+                print(f"resume: from step {from_step}; the later checkpoints are kept in {aside}", file=sys.stderr)
+            barrier(self.dist)
+            found = [p for p, step in zip(found, steps) if step <= from_step]
         if self.dist.is_main:
             for p in sweep_partial_files(self.paths.root):
                 print(f"resume: removed {p} (left by an interrupted run)", file=sys.stderr)
@@ -429,6 +452,7 @@ class Trainer:
             self.scaler.load_state_dict(meta["grad_scaler"])
         self.step = int(meta["step"])
         self._nonfinite = int(meta.get("nonfinite", 0))
+        self._recent_losses = [float(v) for v in meta.get("recent_losses", [])]
         self._truncate_metrics()
         return self.step
 
@@ -438,6 +462,19 @@ class Trainer:
             return
         keep = [ln for ln in self.paths.metrics.read_text().splitlines() if _row_step(ln) is not None and _row_step(ln) <= self.step]
         self.paths.metrics.write_text("".join(ln + "\n" for ln in keep))
+
+
+RECENT_LOSSES, MIN_RECENT = 50, 20
+
+
+def is_diverging(loss: float, recent: list[float], factor: float) -> bool:
+    """A finite loss more than `factor` times the median of the recent good ones (once MIN_RECENT are known): the
+    weights have blown up even if nothing is NaN yet (a too-large learning rate's first, finite, huge update)."""
+    if factor == 0 or len(recent) < MIN_RECENT or not math.isfinite(loss):
+        return False
+    ordered = sorted(recent)
+    median = ordered[len(ordered) // 2]
+    return median > 0 and loss > factor * median
 
 
 def _row_step(line: str) -> int | None:
