@@ -28,6 +28,26 @@ def one_thread():
     torch.set_num_threads(n)
 
 
+class StatelessTask:
+    """The TrainTask members a toy task does not need: no random draws, no observation, no grid, no state.
+    Subclasses define `loss(model, x, y, draws)`."""
+
+    def draw(self, generator, n, x_shape):
+        return {}
+
+    def observe(self, gathered):
+        pass
+
+    def sample_grid(self, model, generator):
+        return None
+
+    def state_dict(self):
+        return {}
+
+    def load_state_dict(self, state):
+        pass
+
+
 @pytest.fixture
 def tiny():
     return tiny_overrides

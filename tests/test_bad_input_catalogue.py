@@ -5,7 +5,7 @@ byte-identical (nothing written, nothing deleted). Adding a case is one line."""
 import numpy as np
 import pytest
 
-from conftest import cli, one_line_error, sets, tiny_overrides
+from conftest import cli, one_line_error, tiny_overrides
 from difflab.runs import resolve_config, train_run
 
 # {run}: a trained class-conditional run (no null label); {tmp}: an empty scratch folder; {file}: an existing text file;

@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import difflab
-from conftest import cli, one_line_error, sets, tiny_overrides
+from conftest import cli, one_line_error, tiny_overrides
 from difflab.configs import to_dict
 from difflab.errors import UserError
 from difflab.interop.diffusers import unet_state_dict_from_diffusers, unet_state_dict_to_diffusers

@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import StatelessTask
 from difflab.errors import UserError
 from difflab.training.config import TrainConfig
 from difflab.training.ema import DEFAULT_INV_GAMMA, DEFAULT_POWER, EMA, ema_decay
@@ -147,26 +148,11 @@ def test_train_config_accepts_disabled_warm_up_and_rate_zero():
 
 # ----- the Trainer's use of the schedule: a toy regression task, imported from difflab.training only -------------
 
-class _Regression:
+class _Regression(StatelessTask):
     """Fits y = x @ w by least squares; no randomness beyond the batch order."""
-
-    def draw(self, generator, n, x_shape):
-        return {}
 
     def loss(self, model, x, y, draws):
         return ((model(x) - y) ** 2).mean(1), {}
-
-    def observe(self, gathered):
-        pass
-
-    def sample_grid(self, model, generator):
-        return None
-
-    def state_dict(self):
-        return {}
-
-    def load_state_dict(self, state):
-        pass
 
 
 def _trainer(root, **cfg) -> Trainer:

@@ -3,13 +3,12 @@ its first checkpoint restarts with --resume, a bad --resume leaves the run as it
 
 import json
 import os
-import pickle
 import stat
 
 import pytest
 import torch
 
-from conftest import cli, one_line_error, sets, tiny_overrides
+from conftest import StatelessTask, cli, one_line_error, sets, tiny_overrides
 from difflab.runs import load_run, resolve_config, train_run
 
 
@@ -165,7 +164,7 @@ def test_sigterm_saves_a_checkpoint_and_says_how_to_resume(tmp_path):
 
 
 def test_divergence_is_judged_against_the_running_median():
-    from difflab.training.trainer import MIN_RECENT, is_diverging
+    from difflab.training.faults import MIN_RECENT, is_diverging
 
     calm = [1.0] * MIN_RECENT
     assert not is_diverging(1e6, calm[:-1], 100.0)  # too little history to judge
@@ -174,31 +173,16 @@ def test_divergence_is_judged_against_the_running_median():
     assert not is_diverging(float("nan"), calm, 100.0)  # NaN has its own check
 
 
-class _Spike:
+class _Spike(StatelessTask):
     """A TrainTask whose loss is the model's own output, forced to jump a million-fold after step 25."""
 
     def __init__(self):
         self.calls = 0
 
-    def draw(self, generator, n, x_shape):
-        return {}
-
     def loss(self, model, x, y, draws):
         self.calls += 1
         scale = 1e6 if self.calls > 25 else 1.0
         return (model(x) ** 2).mean(1) * scale + 1.0, {}
-
-    def observe(self, gathered):
-        pass
-
-    def sample_grid(self, model, generator):
-        return None
-
-    def state_dict(self):
-        return {}
-
-    def load_state_dict(self, state):
-        pass
 
 
 def test_a_finite_blow_up_stops_training_without_checkpointing_it(tmp_path):

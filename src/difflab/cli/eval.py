@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from difflab.cli.options import DEFAULT_CACHE_DIR, add_cache_dir, add_device, add_sampling_args, cache_dir, check_out_file, sample_request
+from difflab.cli.options import add_cache_dir, add_device, add_sampling_args, cache_dir, check_out_file, sample_request
 
 METRIC_LABELS = {"fid": "FID", "sfid": "sFID", "is": "IS", "kid": "KID", "precision": "precision", "recall": "recall",
                  "density": "density", "coverage": "coverage"}

@@ -20,7 +20,7 @@ import torch
 
 from difflab.configs import from_dict, to_dict
 from difflab.data import DataConfig
-from difflab.data.atomic import atomic_write
+from difflab.data.atomic import atomic_write, atomic_write_text
 from difflab.denoiser import DenoiserConfig
 from difflab.errors import UserError
 from difflab.interop.diffusers import unet_state_dict_from_diffusers, unet_state_dict_to_diffusers
@@ -131,12 +131,12 @@ def scheduler_config_to_diffusers(cfg: RunConfig) -> dict[str, Any]:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    atomic_write(path, lambda f: f.write((json.dumps(data, indent=2) + "\n").encode()))
+    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 
 
 def export_diffusers(run: str | Path, out: str | Path, *, force: bool = False, ema: bool = True) -> Path:
     """Write the diffusion run `run` (EMA weights by default) as a diffusers DDPM pipeline folder `out`; returns `out`."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     out = Path(out)
     loaded = load_run(run, ema=ema, device="cpu")
@@ -154,22 +154,14 @@ def export_diffusers(run: str | Path, out: str | Path, *, force: bool = False, e
         raise UserError(f"{out} exists and is not empty; choose another --out or add --force to overwrite its pipeline files")
     (out / UNET).mkdir(parents=True, exist_ok=True)
     (out / SCHEDULER).mkdir(parents=True, exist_ok=True)
-    atomic_write(out / UNET / WEIGHTS, lambda f: f.write(_safetensors_bytes(state, save_file)))
+    blob = save(state, metadata={"format": "pt"})  # "pt": what diffusers' own save_pretrained writes
+    atomic_write(out / UNET / WEIGHTS, lambda f: f.write(blob))
     _write_json(out / UNET / "config.json", unet_cfg)
     _write_json(out / SCHEDULER / "scheduler_config.json", sched_cfg)
     _write_json(out / "model_index.json", {"_class_name": "DDPMPipeline", "_diffusers_version": DIFFUSERS_VERSION,
                                           "scheduler": ["diffusers", "DDPMScheduler"], "unet": ["diffusers", "UNet2DModel"]})
     _write_json(out / "difflab.json", {"config": to_dict(cfg), "step": loaded.step, "ema": ema, "from": str(Path(run))})
     return out
-
-
-def _safetensors_bytes(state: dict, save_file) -> bytes:
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / WEIGHTS
-        save_file(state, str(path), metadata={"format": "pt"})
-        return path.read_bytes()
 
 
 # ----- diffusers -> difflab -------------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import sys
 from collections.abc import Iterator, Sequence
@@ -23,7 +24,8 @@ from difflab.runs.registry import get_kind, kind_of_config
 from difflab.training.checkpoint import list_checkpoints, load_checkpoint, unflatten
 from difflab.training.dist import DistInfo, init_distributed, local_rank_from_env, resolve_device, shutdown
 from difflab.training.plots import plot_metrics
-from difflab.training.trainer import RunPaths, Trainer, sweep_partial_files
+from difflab.training.faults import sweep_partial_files
+from difflab.training.trainer import RunPaths, Trainer
 
 
 @contextlib.contextmanager
@@ -131,23 +133,19 @@ class LoadedRun:
     def spec(self) -> RunKind:
         return get_kind(self.kind)
 
-    @property
+    @functools.cached_property
     def denoiser(self):
         """The Denoiser of a diffusion run (the same object on every access)."""
         if self.spec.denoiser is None:
             raise UserError(f"{self.path} is a {self.kind} run, not a diffusion model; it has no denoiser")
-        if "_denoiser" not in self.__dict__:
-            self.__dict__["_denoiser"] = self.spec.denoiser(self.cfg, self.model)
-        return self.__dict__["_denoiser"]
+        return self.spec.denoiser(self.cfg, self.model)
 
-    @property
+    @functools.cached_property
     def classifier(self):
         """The NoisyClassifier of a classifier run, as classifier guidance takes it."""
         if self.spec.classifier is None:
             raise UserError(f"{self.path} is a {self.kind} run, not a noise-aware classifier; train one with `difflab classifier train`")
-        if "_classifier" not in self.__dict__:
-            self.__dict__["_classifier"] = self.spec.classifier(self.cfg, self.model)
-        return self.__dict__["_classifier"]
+        return self.spec.classifier(self.cfg, self.model)
 
     @property
     def image_shape(self) -> tuple[int, int, int]:

@@ -32,6 +32,7 @@ from difflab.training.checkpoint import (
 from difflab.training.config import TrainConfig
 from difflab.training.dist import DistInfo, all_gather_cat, barrier
 from difflab.training.ema import EMA
+from difflab.training.faults import RECENT_LOSSES, catch_signals, is_diverging, row_step, sweep_partial_files
 from difflab.training.tensorboard import RunBoard
 
 
@@ -279,7 +280,7 @@ class Trainer:
         if c.tensorboard and self.dist.is_main and self.board is None:
             self.board = RunBoard(self.paths.root, self.step)  # after resume(): it hides what was logged past this step
         try:
-            with _catch_signals() as signals:
+            with catch_signals() as signals:
                 self._fit(end, budget_seconds, clock, signals)
         finally:
             # Flushed and closed however fit ends (also on divergence), so the events on disk are complete.
@@ -460,68 +461,8 @@ class Trainer:
         """Drop metric lines a killed run wrote after its last checkpoint, so the log matches an uninterrupted run."""
         if not self.dist.is_main or not self.paths.metrics.exists():
             return
-        keep = [ln for ln in self.paths.metrics.read_text().splitlines() if _row_step(ln) is not None and _row_step(ln) <= self.step]
+        keep = [ln for ln in self.paths.metrics.read_text().splitlines() if row_step(ln) is not None and row_step(ln) <= self.step]
         self.paths.metrics.write_text("".join(ln + "\n" for ln in keep))
-
-
-RECENT_LOSSES, MIN_RECENT = 50, 20
-
-
-def is_diverging(loss: float, recent: list[float], factor: float) -> bool:
-    """A finite loss more than `factor` times the median of the recent good ones (once MIN_RECENT are known): the
-    weights have blown up even if nothing is NaN yet (a too-large learning rate's first, finite, huge update)."""
-    if factor == 0 or len(recent) < MIN_RECENT or not math.isfinite(loss):
-        return False
-    ordered = sorted(recent)
-    median = ordered[len(ordered) // 2]
-    return median > 0 and loss > factor * median
-
-
-def _row_step(line: str) -> int | None:
-    """The step of a metrics.jsonl line; None for a torn line (a kill mid-write), which resume drops."""
-    try:
-        return int(json.loads(line)["step"])
-    except (ValueError, KeyError, TypeError):
-        return None
-
-
-@contextlib.contextmanager
-def _catch_signals():
-    """SIGINT / SIGTERM during training set a flag (read after each step) instead of killing the process mid-write.
-    Handlers can only be set from the main thread; elsewhere signals keep their defaults. The old handlers come back."""
-    import signal
-    import threading
-
-    got: dict[str, int] = {}
-    if threading.current_thread() is not threading.main_thread():
-        yield got
-        return
-
-    def handler(num, frame):
-        if "signal" in got:  # a second signal: the user insists
-            raise KeyboardInterrupt
-        got["signal"] = num
-
-    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield got
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-
-
-def sweep_partial_files(root: Path) -> list[Path]:
-    """Temp files of atomic writes (.NAME.*.tmp) and checkpoint halves without their JSON, which only a killed run leaves."""
-    removed = []
-    for folder in (root, root / "checkpoints", root / "samples", root / "plots"):
-        if not folder.is_dir():
-            continue
-        for p in folder.iterdir():
-            orphan = p.suffix == ".safetensors" and p.name.startswith("step-") and not p.with_suffix(".json").exists()
-            if (p.name.startswith(".") and p.name.endswith(".tmp")) or orphan:
-                p.unlink(missing_ok=True)
-                removed.append(p)
-    return removed
 
 
 class TrainingDiverged(UserError):
