@@ -80,6 +80,25 @@ CATALOGUE = [
     ("compare --out {tmp}/cmp", "--runs"),
     ("ablation ddpm --train-steps 0 --out {tmp}/abl", "--train-steps must be at least 1"),
     ("sweep guidance --run {run} --scales 0,a --out {tmp}/sw", "--scales must be comma-separated numbers"),
+    # --force validates the whole request before it replaces anything: {npz}, {json}, {png}, {run} and {reports} survive
+    ("train --out {run} --force --set model.in_channels=3", "model.in_channels"),
+    ("train --out {run} --force --data /no/such/folder", "/no/such/folder"),
+    ("sample --run {tmp}/none --out {npz} --force", "does not exist"),
+    ("sample --run {run} --steps 0 --out {npz} --force", "--steps must be between 1 and T=50"),
+    ("eval --samples {tmp}/none --ref digits:test --out {json} --force", "no such file or folder"),
+    ("stats --data {tmp}/none.npz --out {npz} --force", "none.npz"),
+    ("interpolate --run {run} --seeds 1 2 --frames 1 --out {png} --force", "--frames"),
+    ("inpaint --run {run} --data digits:test --mask bogus --class 1 --out {png} --force", "bogus"),
+    ("restore --run {run} --data digits:test --out {png} --force", "needs an image-conditional run"),
+    ("import guided-diffusion --checkpoint {pt} --out {run} --force", "64x64_diffusion.pt"),
+    ("import improved-diffusion --checkpoint {file} --out {run} --force", "not a released improved-diffusion file name"),
+    ("import diffusers {tmp} --out {run} --force", "has no config.json"),
+    ("export diffusers {tmp}/none --out {reports} --force", "does not exist"),
+    ("report {tmp}/none --out {reports} --force", "none does not exist"),
+    ("sweep guidance --run {run} --scales 0,a --out {reports} --force", "--scales must be comma-separated numbers"),
+    ("compare --runs {tmp}/none --out {reports} --force", "none does not exist"),
+    ("ablation ddpm --train-steps 0 --out {reports} --force", "--train-steps must be at least 1"),
+    ("classifier train --config digits --out {run} --force", "is a diffusion config"),
 ]
 
 
@@ -90,11 +109,18 @@ def world(tmp_path_factory):
     (root / "file.txt").write_text("not json, not a checkpoint\n")
     (root / "64x64_diffusion.pt").write_bytes(b"random bytes, not a torch file")
     np.savez(root / "samples.npz", arr_0=np.zeros((4, 16, 16, 3), np.uint8))
+    (root / "old.json").write_text('{"fid": 1.0}\n')
+    (root / "old.png").write_bytes(b"\x89PNG an earlier output")
+    reports = root / "reports"  # a folder holding an earlier report of every kind
+    for name in ("index.html", "sweep.json", "table.md", "compare.json", "ablation.md", "cells/a/config.json", "model_index.json"):
+        (reports / name).parent.mkdir(parents=True, exist_ok=True)
+        (reports / name).write_text(f"earlier {name}\n")
     cache = root / "cache"
     from difflab.pipelines.evaluate import build_extractor
 
     build_extractor("digits", cache_dir=cache)  # built once here, so no case writes into the cache
-    return {"run": run, "pt": root / "64x64_diffusion.pt", "file": root / "file.txt", "npz": root / "samples.npz", "cache": cache, "root": root}
+    return {"run": run, "pt": root / "64x64_diffusion.pt", "file": root / "file.txt", "npz": root / "samples.npz", "cache": cache, "root": root,
+            "json": root / "old.json", "png": root / "old.png", "reports": reports}
 
 
 def _snapshot(folder):
@@ -106,11 +132,11 @@ def test_the_catalogue_is_large_and_spans_the_commands():
     assert len(CATALOGUE) >= 40 and {"train", "sample", "eval", "stats", "nll", "import", "inpaint", "denoise"} <= commands
 
 
-@pytest.mark.parametrize("line,needle", CATALOGUE, ids=[c[0].split(" --out")[0][:60] for c in CATALOGUE])
+@pytest.mark.parametrize("line,needle", CATALOGUE, ids=[c[0][:80] for c in CATALOGUE])
 def test_bad_input(world, tmp_path, capsys, line, needle):
     tmp = tmp_path / "scratch"
     tmp.mkdir()
-    args = line.format(run=world["run"], pt=world["pt"], tmp=tmp, file=world["file"], npz=world["npz"], cache=world["cache"]).split()
+    args = line.format(tmp=tmp, **{k: v for k, v in world.items() if k != "root"}).split()
     before, scratch = _snapshot(world["root"]), _snapshot(tmp)
     code, _, err = cli(args, capsys)
     assert needle in one_line_error(code, err), err

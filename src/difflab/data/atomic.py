@@ -54,3 +54,9 @@ def _fsync_dir(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def atomic_savefig(fig, path: str | Path, **kwargs) -> Path:
+    """atomic_write of a matplotlib figure, in the format its suffix names (`fig.savefig` writes in place)."""
+    path = Path(path)
+    return atomic_write(path, lambda f: fig.savefig(f, format=path.suffix.lstrip(".") or "png", **kwargs))

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ from pathlib import Path
 import torch
 
 from difflab.configs import apply_overrides, from_dict, to_dict
+from difflab.data.atomic import atomic_savefig, atomic_write_text
 from difflab.errors import UserError
 
 
@@ -162,18 +162,19 @@ def train_cell(req: AblationRequest, cell: AblationCell, run_dir: Path, progress
         facts = json.loads(div.read_text()) if div.is_file() else {"diverged": None, "diverged_at_step": None, "nonfinite_in_a_row": None,
                                                                     "train_seconds": None}
         return {**facts, "reused": True}
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
     t0 = time.perf_counter()
     diverged, at_step, nonfinite = None, None, None
     try:
-        train_run(cfg, run_dir, progress=progress)
+        # force: an old cell is parked in run_dir/.replaced and dropped only once the new one has a checkpoint
+        train_run(cfg, run_dir, force=True, progress=progress)
     except TrainingDiverged as e:
         diverged, at_step, nonfinite = str(e), e.step, e.nonfinite
     facts = {"diverged": diverged, "diverged_at_step": at_step, "nonfinite_in_a_row": nonfinite,
              "train_seconds": round(time.perf_counter() - t0, 1)}
     if diverged is not None:
-        (run_dir / "diverged.json").write_text(json.dumps(facts, indent=2) + "\n")
+        atomic_write_text(run_dir / "diverged.json", json.dumps(facts, indent=2) + "\n")
+    else:
+        (run_dir / "diverged.json").unlink(missing_ok=True)  # an old cell's verdict
     return {**facts, "reused": False}
 
 
@@ -212,13 +213,10 @@ def run_ablation(req: AblationRequest, progress: bool = False, log=print) -> dic
     first = cell_config(req, cells[0])
     ref = req.ref or f"{first.data.name}:test"
     m = first.model
-    # The scorer validates features, reference and --n: a bad request fails here, before --force deletes anything.
+    # The scorer validates features, reference and --n: a bad request fails here. --force deletes nothing: each cell is
+    # replaced when its new run has a checkpoint, the report files when the new ones are written.
     scorer = Scorer(req.features, ref, (m.in_channels, m.image_size, m.image_size), cache_dir=req.cache_dir, n=req.n, seed=req.seed,
                     progress=progress)
-    if req.force and out.exists():
-        for f in REPORT_FILES:
-            (out / f).unlink(missing_ok=True)
-        shutil.rmtree(out / "cells", ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
     nll_data = f"{first.data.name}:test"  # held-out images, shaped like the training data
     x_nll = load_dataset(parse_data_spec(nll_data, first.data)).x[:req.nll_n]
@@ -305,4 +303,4 @@ def write_ablation(report: dict, out: Path) -> None:
         ax.set_title(f"{r['cell']}{'' if r['stable'] else ' (unstable)'}", fontsize=9)
         ax.set_xlabel("step")
     fig.tight_layout()
-    fig.savefig(out / "ablation_losses.png", dpi=90)
+    atomic_savefig(fig, out / "ablation_losses.png", dpi=90)

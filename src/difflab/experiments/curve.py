@@ -10,6 +10,7 @@ import json
 import math
 from pathlib import Path
 
+from difflab.data.atomic import atomic_savefig
 from difflab.experiments.runs import GeneratorRun, training_curve
 
 
@@ -74,5 +75,5 @@ def plot_curve(points: list[dict], out: Path, floor: dict | None = None) -> Path
         ax.legend(fontsize=7)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
+    atomic_savefig(fig, out, dpi=100)
     return out

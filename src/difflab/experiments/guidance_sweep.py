@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from difflab.data.atomic import atomic_savefig, atomic_write_text
 from difflab.data import DataConfig, load_dataset, parse_data_spec, save_image_grid
 from difflab.errors import UserError
 from difflab.pipelines.sample import SampleRequest, check_guidance_request, generate, guided_model
@@ -168,7 +169,7 @@ def plot_sweep(report: dict, out: Path) -> Path:
                  fontsize=9)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
+    atomic_savefig(fig, out, dpi=100)
     return out
 
 
@@ -176,7 +177,7 @@ def write_sweep(report: dict, out: Path) -> dict[str, Path]:
     """sweep.json, sweep.md and sweep.png in the folder `out`."""
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "sweep.json", "markdown": out / "sweep.md", "plot": out / "sweep.png"}
-    paths["json"].write_text(json.dumps(report, indent=2) + "\n")
-    paths["markdown"].write_text(markdown_table(report))
+    atomic_write_text(paths["json"], json.dumps(report, indent=2) + "\n")
+    atomic_write_text(paths["markdown"], markdown_table(report))
     plot_sweep(report, paths["plot"])
     return paths

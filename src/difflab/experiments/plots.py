@@ -7,6 +7,7 @@ from pathlib import Path
 
 from torch import Tensor
 
+from difflab.data.atomic import atomic_savefig
 from difflab.data.images import make_grid
 from difflab.data.npz import to_uint8_nhwc
 
@@ -55,7 +56,7 @@ def plot_loss_curves(curves: list[tuple[str, str, list[dict]]], out: Path) -> Pa
         ax.legend(fontsize=7)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
+    atomic_savefig(fig, out, dpi=100)
     return out
 
 
@@ -71,7 +72,7 @@ def plot_sample_grids(panels: list[tuple[str, Tensor]], out: Path, per_panel: in
         ax.axis("off")
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
+    atomic_savefig(fig, out, dpi=110)
     return out
 
 
@@ -101,6 +102,6 @@ def plot_trilemma(points: list[dict], out: Path, floor: dict | None = None) -> P
     fig.suptitle("generative learning trilemma (numbers at the diffusion points: network evaluations per image)", fontsize=9)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
+    atomic_savefig(fig, out, dpi=100)
     return out
 

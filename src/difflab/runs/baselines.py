@@ -17,6 +17,7 @@ from typing import Literal, Union
 import torch
 from torch import Tensor, nn
 
+from difflab.data.atomic import atomic_write_text
 from difflab.configs import field
 from difflab.data import DataConfig, ImageData, load_dataset
 from difflab.errors import UserError
@@ -180,7 +181,7 @@ def report_elbo(cfg: VAERunConfig, model: VAE, out: Path, step: int) -> dict:
     model = model.to("cpu").eval()
     res = evaluate_elbo(model, held.x, repeats=cfg.eval.repeats, generator=torch.Generator().manual_seed(cfg.eval.seed))
     res = {"split": cfg.eval.split, "step": step, **res}
-    (out / "elbo.json").write_text(json.dumps(res, indent=2) + "\n")
+    atomic_write_text(out / "elbo.json", json.dumps(res, indent=2) + "\n")
     return res
 
 

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from difflab.data.atomic import atomic_savefig, atomic_write_text
 from difflab.configs import field
 from difflab.data import DataConfig, ImageData, load_dataset
 from difflab.errors import UserError
@@ -132,7 +133,7 @@ def write_accuracy_report(out: Path, rows: list[dict], meta: dict) -> Path:
     """accuracy_vs_t.json and plots/accuracy_vs_t.png in the run folder."""
     report = {**meta, "rows": rows, "mean_accuracy": sum(r["accuracy"] for r in rows) / len(rows)}
     path = out / "accuracy_vs_t.json"
-    path.write_text(json.dumps(report, indent=2) + "\n")
+    atomic_write_text(path, json.dumps(report, indent=2) + "\n")
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(5, 3.2))
@@ -146,7 +147,7 @@ def write_accuracy_report(out: Path, rows: list[dict], meta: dict) -> Path:
     ax.set_title("noise-aware classifier: accuracy vs t")
     fig.tight_layout()
     (out / "plots").mkdir(parents=True, exist_ok=True)
-    fig.savefig(out / "plots" / "accuracy_vs_t.png", dpi=100)
+    atomic_savefig(fig, out / "plots" / "accuracy_vs_t.png", dpi=100)
     return path
 
 

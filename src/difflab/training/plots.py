@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from difflab.data.atomic import atomic_savefig
+
 
 def read_metrics(path: Path) -> list[dict]:
     """The rows of metrics.jsonl; a torn last line (a kill mid-write) is skipped."""
@@ -35,5 +37,5 @@ def plot_metrics(metrics: Path, out: Path, keys: tuple[str, ...] = ("loss", "gra
             ax.set_yscale("log")
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
+    atomic_savefig(fig, out, dpi=100)
     return out

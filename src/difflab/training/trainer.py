@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from difflab.data.atomic import atomic_write_text
 from difflab.errors import Stopped, UserError
 from difflab.training.checkpoint import (
     flatten,
@@ -462,7 +463,7 @@ class Trainer:
         if not self.dist.is_main or not self.paths.metrics.exists():
             return
         keep = [ln for ln in self.paths.metrics.read_text().splitlines() if row_step(ln) is not None and row_step(ln) <= self.step]
-        self.paths.metrics.write_text("".join(ln + "\n" for ln in keep))
+        atomic_write_text(self.paths.metrics, "".join(ln + "\n" for ln in keep))
 
 
 class TrainingDiverged(UserError):
