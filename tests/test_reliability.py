@@ -54,16 +54,53 @@ class _Evil:
         return (os.system, (f"touch {os.environ.get('EVIL_MARK', '/tmp/difflab-evil-mark')}",))
 
 
-def test_a_malicious_pickle_never_runs(tmp_path, capsys, monkeypatch):
+def _evil_files(folder):
+    """Every shape a pickle can hide in: torch.save's zip (data.pkl), a bare pickle named .npz, an .npz of object arrays."""
+    import pickle
+
+    import numpy as np
+
+    folder.mkdir()
+    for name in ("64x64_diffusion.pt", "cifar10_uncond_50M_500K.pt", "default_1.pt"):
+        torch.save({"x": _Evil()}, folder / name)
+    (folder / "bare.npz").write_bytes(pickle.dumps(_Evil()))
+    np.savez(folder / "objects.npz", arr_0=np.array([_Evil()], dtype=object))
+    for f in folder.iterdir():
+        assert b"system" in f.read_bytes(), f"{f.name} does not carry the call"
+    return folder
+
+
+# Every command that reads a user's .pt or .npz, each given a file that would run `touch MARK` if unpickled.
+_READERS = [
+    "import guided-diffusion --checkpoint {evil}/64x64_diffusion.pt --out {tmp}/r",
+    "import improved-diffusion --checkpoint {evil}/cifar10_uncond_50M_500K.pt --out {tmp}/r",
+    "eval --samples digits:test --ref digits:train --inception-weights {evil}/default_1.pt",
+] + [line.replace("NPZ", f"{{evil}}/{name}") for name in ("bare.npz", "objects.npz") for line in (
+    "train --data NPZ --out {tmp}/r",
+    "eval --samples NPZ --ref digits:test",
+    "eval --samples digits:test --ref NPZ --metrics precision,recall",
+    "stats --data NPZ --out {tmp}/s.npz",
+    "nll --run {run} --data NPZ",
+    "inpaint --run {run} --data NPZ --out {tmp}/o.png",
+    "compare --runs {run} --ref NPZ --n 100 --out {tmp}/c",
+)]
+
+
+@pytest.fixture(scope="module")
+def shared_run(tmp_path_factory):
+    """A trained run that no test here changes."""
+    return train_run(resolve_config("digits", tiny_overrides(steps=2)), tmp_path_factory.mktemp("shared") / "run", progress=False)
+
+
+@pytest.mark.parametrize("line", _READERS)
+def test_a_malicious_pickle_never_runs(shared_run, tmp_path, capsys, monkeypatch, line):
     mark = tmp_path / "pwned"
     monkeypatch.setenv("EVIL_MARK", str(mark))
-    for name, cmd in (("64x64_diffusion.pt", "guided-diffusion"), ("cifar10_uncond_50M_500K.pt", "improved-diffusion")):
-        pt = tmp_path / name
-        torch.save({"x": _Evil()}, pt)
-        code, _, err = cli(["import", cmd, "--checkpoint", pt, "--out", tmp_path / f"r-{cmd}"], capsys)
-        one_line_error(code, err)
-        assert not mark.exists(), f"{cmd} executed a pickle"
-    assert b"system" in pt.read_bytes() or b"posix" in pt.read_bytes()  # the file really carries the call
+    evil = _evil_files(tmp_path / "evil")
+    code, _, err = cli(line.format(evil=evil, tmp=tmp_path, run=shared_run).split(), capsys)
+    evil_name = next(w for w in line.split() if w.startswith("{evil}/"))[len("{evil}/"):]
+    assert evil_name in one_line_error(code, err), "the error is not about the malicious file: it was never read"
+    assert not mark.exists(), "a pickle was executed"
 
 
 def test_a_run_stopped_before_its_first_checkpoint_restarts_with_resume(tmp_path, capsys):

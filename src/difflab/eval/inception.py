@@ -84,7 +84,7 @@ def load_inception_module(path: str | Path, device: torch.device) -> torch.jit.S
             warnings.filterwarnings("ignore", message=".*torch.jit.load.* is deprecated", category=DeprecationWarning)
             module = torch.jit.load(str(path), map_location=device)
     except (RuntimeError, ValueError) as e:
-        raise UserError(f"cannot load {path} as TorchScript ({str(e).splitlines()[0]}); "
+        raise UserError(f"cannot load {path} as TorchScript ({str(e).splitlines()[0].split('. ')[0]}); "
                         f"reinstall with `{INSTALL_HINT}`") from None
     layers = getattr(getattr(module, "net", None), "layers", None)
     names = tuple(n for n, _ in layers.named_children()) if layers is not None else ()
