@@ -10,13 +10,14 @@ from difflab.errors import Stopped, UserError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from difflab.cli import ablation, classifier, compare, demo, eval, export, importer, info, interpolate, report, restore, sample, sweep, train
+    from difflab.cli import ablation, classifier, compare, demo, distill, eval, export, importer, info, interpolate, report, restore, sample, sweep, train
     from difflab.cli.options import Parser
 
     parser = Parser(prog="difflab", description="Train, sample, guide and evaluate diffusion models (and their baselines).")
     parser.add_argument("--debug", action="store_true", help="show the Python traceback of an error instead of the one-line message (for bug reports)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (train, sample, info, demo, eval, classifier, sweep, compare, ablation, restore, interpolate, importer, export, report):
+    for module in (train, sample, info, demo, eval, classifier, sweep, compare, ablation, restore, interpolate, importer, export, report,
+                   distill):
         module.register(sub)
     return parser
 

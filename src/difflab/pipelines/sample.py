@@ -250,9 +250,12 @@ def _load(spec: Path | LoadedRun, *, kind, ema: bool, device) -> LoadedRun:
 def plan(req: SampleRequest, run: LoadedRun, spec: SamplerSpec) -> list[int] | None:
     """The timesteps to visit (None: spacing 'searched', found later on the model), checked before anything is drawn."""
     cfg, process = run.cfg, run.denoiser.process
-    spacing = req.spacing or cfg.sample.spacing
     if req.steps is not None and not 1 <= req.steps <= process.T:  # 0 must not quietly mean "the run's default"
         raise UserError(f"--steps must be between 1 and T={process.T}; got {req.steps}")
+    trained = getattr(cfg, "plan_timesteps", None)  # a distilled student (runs/student) samples only on the grids it learned
+    if trained is not None:
+        return trained(req.steps, req.spacing, req.timesteps)
+    spacing = req.spacing or cfg.sample.spacing
     n_steps = req.steps or cfg.sample.steps
     if req.timesteps is not None:
         if req.steps is not None or req.spacing is not None:

@@ -13,8 +13,9 @@ from difflab.runs.classifier import KIND as CLASSIFIER_KIND
 from difflab.runs.diffusion import KIND as DIFFUSION_KIND
 from difflab.runs.folder import DEFAULT_KIND, kind_in, run_kind
 from difflab.runs.kind import RunKind
+from difflab.runs.student import KIND as STUDENT_KIND
 
-KINDS: dict[str, RunKind] = {k.name: k for k in (DIFFUSION_KIND, CLASSIFIER_KIND, VAE_KIND, DCGAN_KIND)}
+KINDS: dict[str, RunKind] = {k.name: k for k in (DIFFUSION_KIND, CLASSIFIER_KIND, VAE_KIND, DCGAN_KIND, STUDENT_KIND)}
 
 
 def _all_presets() -> dict[str, RunKind]:

@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from difflab.errors import UserError
 from difflab.samplers.ancestral import ddpm
+from difflab.samplers.consistency import consistency
 from difflab.samplers.ddim import ddim
 from difflab.samplers.dpmsolver import dpmpp_2m, dpmpp_2s, dpmpp_3m
 from difflab.samplers.langevin import langevin
@@ -143,6 +144,10 @@ SAMPLERS: dict[str, SamplerSpec] = {
                     1000, "linspace", guided=Guided("mean, log_var", "ancestral: mean shift (Algorithm 1)")),
         SamplerSpec("ddim", ddim, 1, False, "DDIM, Song et al. 2021; eta=0 deterministic, eta=1 matches DDPM",
                     50, "logsnr-jump", guided=Guided("x0, eps", "eps (Algorithm 2)")),
+        # gamma = 0 by default, where it is DDIM and so correct for any Denoiser; consistency students set gamma = 1.
+        SamplerSpec("consistency", consistency, 1, False, "multistep consistency sampling, Song et al. 2023 Algorithm 1 "
+                    "(gamma=1; CTM's gamma-sampling, gamma=0 is DDIM); for consistency students", 50, "logsnr-jump",
+                    guided=Guided("x0, eps", "eps (Algorithm 2)")),
         SamplerSpec("langevin", langevin, 50, True, "annealed Langevin dynamics, Song & Ermon 2019 Algorithm 1 (n_steps_each per level)",
                     10, "logsnr", _langevin_nfe, Guided("eps (as the score -eps/sigma), x0 for the final denoising", "eps/score (Algorithm 2)")),
         SamplerSpec("pc", pc, 2, True, "predictor-corrector, Song et al. 2021 Algorithms 2-3 (reverse-diffusion/ancestral + Langevin at snr)",
