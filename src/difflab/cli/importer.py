@@ -1,5 +1,6 @@
-"""`difflab import guided-diffusion | improved-diffusion`: turn a released checkpoint (.pt) of openai/guided-diffusion
-(Dhariwal & Nichol 2021) or openai/improved-diffusion (Nichol & Dhariwal 2021) into a difflab run folder."""
+"""`difflab import guided-diffusion | improved-diffusion | dit`: turn a released checkpoint (.pt) of openai/guided-diffusion
+(Dhariwal & Nichol 2021), openai/improved-diffusion (Nichol & Dhariwal 2021) or facebookresearch/DiT (Peebles & Xie 2023)
+into a difflab run folder."""
 
 from __future__ import annotations
 
@@ -42,6 +43,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     i.add_argument("--force", action="store_true", help="replace a run already in --out")
     i.set_defaults(func=run_improved)
 
+    t = actions.add_parser(
+        "dit", help="a facebookresearch/DiT .pt (e.g. DiT-XL-2-256x256.pt): a diffusion transformer on VAE latents",
+        description="Check a DiT state dict against a DiT preset (every key and shape; a file of another size says which it "
+                    "looks like) and write a run folder that samples with DiT's VP linear schedule (T=1000, learned sigma); "
+                    "see docs/dit.md.",
+    )
+    t.add_argument("--checkpoint", required=True, type=Path, help="the .pt file, e.g. DiT-XL-2-256x256.pt (loaded with weights_only=True)")
+    t.add_argument("--preset", default=None, help="the DiT size, e.g. dit-xl-2 or dit-b-4; default: the release's with this "
+                                                  "file name, else the one size its shapes fit")
+    t.add_argument("--out", required=True, type=Path, help="a folder: the run to write (config.json, checkpoints/step-0.*)")
+    t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a key of the run config, e.g. --set sample.steps=50 or --set model.depth=12 (repeatable)")
+    t.add_argument("--force", action="store_true", help="replace a run already in --out")
+    t.set_defaults(func=run_dit)
+
     d = actions.add_parser(
         "diffusers", help="a diffusers UNet2DModel / DDPM pipeline folder (e.g. a local copy of google/ddpm-cifar10-32)",
         description="Read a diffusers pipeline folder (unet/config.json + unet/diffusion_pytorch_model.safetensors, "
@@ -71,6 +87,14 @@ def run_improved(args: argparse.Namespace) -> int:
 
     out = import_checkpoint("improved-diffusion", args.checkpoint, args.out, preset=args.preset, overrides=args.overrides, force=args.force)
     print(f"imported {args.checkpoint.name} -> {out}  (use: difflab sample --run {out} --out samples.png, difflab nll --run {out} ...)")
+    return 0
+
+
+def run_dit(args: argparse.Namespace) -> int:
+    from difflab.interop import import_checkpoint
+
+    out = import_checkpoint("dit", args.checkpoint, args.out, preset=args.preset, overrides=args.overrides, force=args.force)
+    print(f"imported {args.checkpoint.name} -> {out}  (use: difflab sample --run {out} --out samples.npz)")
     return 0
 
 

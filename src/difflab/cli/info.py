@@ -9,7 +9,7 @@ from pathlib import Path
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("model", help="print a network's architecture and parameter count", description="Architecture summary of a preset, config or run.")
-    p.add_argument("spec", metavar="NAME|PATH", help="network or run preset (e.g. digits, ddpm-cifar10, adm-imagenet64, digits-vae, digits-dcgan, digits-clf), JSON config, or run folder")
+    p.add_argument("spec", metavar="NAME|PATH", help="network or run preset (e.g. digits, ddpm-cifar10, adm-imagenet64, dit-xl-2, digits-dit, digits-vae, digits-dcgan, digits-clf), JSON config, or run folder")
     p.set_defaults(func=run_model)
 
     p = sub.add_parser("config", help="print a fully resolved run config", description="Print the resolved run config as JSON, or document every key.")
@@ -26,11 +26,13 @@ def model_summary(spec: str) -> str:
     """The architecture and parameter count of a network preset (e.g. ddpm-cifar10) or of the network of a run preset,
     JSON config or run folder of any kind."""
     from difflab.configs import to_dict
-    from difflab.nets import UNET_PRESETS, summarize_unet, unet_preset
+    from difflab.nets import DIT_PRESETS, UNET_PRESETS, DiTConfig, summarize_dit, summarize_unet, unet_preset
     from difflab.runs import PRESET_KINDS, kind_of_config, resolve_config
 
     if spec in UNET_PRESETS and spec not in PRESET_KINDS:
         return summarize_unet(unet_preset(spec))
+    if spec in DIT_PRESETS and spec not in PRESET_KINDS:
+        return summarize_dit(spec)
     path = Path(spec)
     if path.is_file():
         data = json.loads(path.read_text()) if path.suffix == ".json" else None
@@ -42,6 +44,8 @@ def model_summary(spec: str) -> str:
     cfg = resolve_config(spec)
     if cfg.kind == "diffusion":
         return summarize_unet(cfg.model)
+    if isinstance(cfg.model, DiTConfig):
+        return summarize_dit(cfg.model)
     model = kind_of_config(cfg).build_model(cfg)
     m = cfg.model
     settings = ", ".join(f"{k} {v}" for k, v in to_dict(m).items() if k not in ("image_size", "in_channels"))

@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     from difflab.data import load_dataset, parse_data_spec, save_image_grid
     from difflab.errors import UserError
     from difflab.samplers import ddim, invert, prior_sample, select_steps, slerp
-    from difflab.runs import load_run
+    from difflab.runs import DIFFUSION_KINDS, load_run
 
     if args.frames < 2:
         raise UserError(f"--frames must be at least 2; got {args.frames}")
@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     from difflab.training.dist import resolve_device
 
     device = resolve_device(args.device)
-    run_ = load_run(args.run, kind="diffusion", device=device)
+    run_ = load_run(args.run, kind=DIFFUSION_KINDS, device=device)
     den, m = run_.denoiser, run_.cfg.model
     p = den.process
     if not 1 <= args.steps <= p.T:

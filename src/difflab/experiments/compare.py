@@ -124,14 +124,14 @@ def compare(req: CompareRequest, progress: bool = False, log=print) -> dict:
     rows, trilemma, grids = [], [], []
     for label, run in zip(labels, runs):
         main_steps = req.steps or run.default_steps()
-        log(f"{label}: sampling {req.n} images" + (f" ({req.sampler or run.config['sample']['sampler']}, {main_steps} steps)" if run.kind == "diffusion" else ""))
-        s = run.sample(req.n, seed=req.seed, batch_size=req.batch_size, sampler=req.sampler, steps=main_steps if run.kind == "diffusion" else None,
+        log(f"{label}: sampling {req.n} images" + (f" ({req.sampler or run.config['sample']['sampler']}, {main_steps} steps)" if run.diffusion else ""))
+        s = run.sample(req.n, seed=req.seed, batch_size=req.batch_size, sampler=req.sampler, steps=main_steps if run.diffusion else None,
                        progress=progress)
         point = _point(label, run, s, scorer.score(s.images))
         rows.append({**point, **_training_facts(run), "conditional": run.conditional})
         grids.append((label, s.images))
         trilemma.append(point)
-        if run.kind == "diffusion":
+        if run.diffusion:
             for steps in trilemma_steps(run, req.trilemma_steps, exclude=main_steps):
                 log(f"{label}: trilemma point, {steps} steps")
                 st = run.sample(req.n, seed=req.seed, batch_size=req.batch_size, sampler=req.sampler, steps=steps, progress=progress)

@@ -33,7 +33,7 @@ def score_checkpoints(label: str, run: GeneratorRun, scorer, *, n: int, seed: in
     for ckpt in run.checkpoints():
         step = int(json.loads(ckpt.with_suffix(".json").read_text())["step"])
         log(f"{label}: checkpoint step {step}")
-        s = run.sample(n, seed=seed, batch_size=batch_size, sampler=sampler, steps=steps if run.kind == "diffusion" else None,
+        s = run.sample(n, seed=seed, batch_size=batch_size, sampler=sampler, steps=steps if run.diffusion else None,
                        progress=progress, checkpoint=ckpt)
         point = {"model": label, "kind": run.kind, "step": step, "time_s": _time_at(rows, step)}
         if cpu_seconds is not None and last:

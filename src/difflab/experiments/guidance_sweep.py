@@ -23,7 +23,7 @@ from difflab.data.atomic import atomic_savefig, atomic_write_text
 from difflab.data import DataConfig, load_dataset, parse_data_spec, save_image_grid
 from difflab.errors import UserError
 from difflab.pipelines.sample import SampleRequest, check_guidance_request, generate, guided_model
-from difflab.runs import load_run
+from difflab.runs import DIFFUSION_KINDS, load_run
 from difflab.training.dist import resolve_device
 
 SWEEP_METRICS = ("fid", "precision", "recall")
@@ -81,7 +81,7 @@ def guidance_sweep(req: SweepRequest, progress: bool = False, grids: Path | None
     if req.n < 1 or req.batch_size < 1:
         raise UserError("--n and --batch-size must be at least 1")
     device = resolve_device(req.device)
-    run = load_run(req.run, kind="diffusion", device=device)
+    run = load_run(req.run, kind=DIFFUSION_KINDS, device=device)
     cfg = run.cfg
     name = req.sampler or cfg.sample.sampler
     check_guidance_request(SampleRequest(run=run, guidance=req.guidance, scale=max(req.scales), classifier=req.classifier,

@@ -10,6 +10,7 @@ from torch import Tensor
 from difflab.data.atomic import atomic_savefig
 from difflab.data.images import make_grid
 from difflab.data.npz import to_uint8_nhwc
+from difflab.runs import DIFFUSION_KINDS
 
 # Which logged columns tell each kind's training story (seed 000 shows DCGAN's two losses and the diffusion loss).
 CURVE_KEYS = {"diffusion": ("loss",), "vae": ("rec", "kl", "loss"), "dcgan": ("loss_d", "loss_g")}
@@ -46,7 +47,7 @@ def plot_loss_curves(curves: list[tuple[str, str, list[dict]]], out: Path) -> Pa
                 continue
             label = CURVE_LABELS[key] if not (kind == "vae" and key == "loss") else "loss = rec + beta KL"
             ax.plot([p[0] for p in pts], _smooth([p[1] for p in pts], 5), label=label, lw=1.2)
-        if kind == "diffusion":
+        if kind in DIFFUSION_KINDS:
             vals = [r["loss"] for r in rows if "loss" in r and r["loss"] and r["loss"] > 0]
             if vals:
                 ax.set_yscale("log")
@@ -89,7 +90,7 @@ def plot_trilemma(points: list[dict], out: Path, floor: dict | None = None) -> P
             ax.plot([p["images_per_s"] for p in pts], [p[key] for p in pts], marker=markers.get(pts[0]["kind"], "o"),
                     label=model, lw=1 if len(pts) > 1 else 0)
             for p in pts:
-                if p["kind"] == "diffusion":
+                if p["kind"] in DIFFUSION_KINDS:
                     ax.annotate(str(p["nfe"]), (p["images_per_s"], p[key]), textcoords="offset points", xytext=(3, 3), fontsize=7)
         if floor is not None and key in floor:
             ax.axhline(floor[key], color="gray", ls="--", lw=1, label="real data (floor)")

@@ -197,13 +197,13 @@ def denoising_chain(path: Path, columns: int, device: str = "auto", n: int = CHA
     a_t sqrt(1 + sigma_t^2) (1 for VP) so that a VE run's noisy images are visible too."""
     import torch
 
-    from difflab.runs import load_run
+    from difflab.runs import DIFFUSION_KINDS, load_run
     from difflab.samplers import ddim, plan_steps, prior_sample
     from difflab.samplers.sigma import a_of, sigma_of
     from difflab.training.dist import resolve_device
 
     dev = resolve_device(device)
-    run = load_run(path, kind="diffusion", device=dev)
+    run = load_run(path, kind=DIFFUSION_KINDS, device=dev)
     den = run.denoiser
     proc = den.process
     steps = plan_steps(proc, min(CHAIN_SAMPLER_STEPS, proc.T), "leading")
@@ -228,9 +228,11 @@ def denoising_chain(path: Path, columns: int, device: str = "auto", n: int = CHA
 
 
 def _chain(run: RunData, req: ReportRequest, tmp: Path, log) -> None:
+    from difflab.runs import DIFFUSION_KINDS
+
     if not req.chain:
         run.chain_note = "skipped (--no-chain)"
-    elif run.kind != "diffusion":
+    elif run.kind not in DIFFUSION_KINDS:
         run.chain_note = f"a {run.kind} run has no denoising chain (only diffusion runs sample step by step)"
     elif run.config.get("condition", {}).get("kind", "none") != "none":
         run.chain_note = "an image-conditional (restoration) model needs an input image for its chain: see `difflab restore`"

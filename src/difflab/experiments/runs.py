@@ -16,11 +16,11 @@ from torch import Tensor
 
 from difflab.errors import UserError
 from difflab.pipelines.sample import SampleRequest, generate
-from difflab.runs import get_kind, run_kind
+from difflab.runs import DIFFUSION_KINDS, get_kind, run_kind
 from difflab.training.checkpoint import list_checkpoints
 from difflab.training.plots import read_metrics
 
-KIND_LABELS = {"diffusion": "Diffusion", "dcgan": "DCGAN", "vae": "VAE"}
+KIND_LABELS = {"diffusion": "Diffusion", "dit": "DiT", "dcgan": "DCGAN", "vae": "VAE"}
 
 
 @dataclass
@@ -39,7 +39,7 @@ class Samples:
 @dataclass
 class GeneratorRun:
     path: Path
-    kind: str  # "diffusion" | "vae" | "dcgan"
+    kind: str  # "diffusion" | "dit" | "vae" | "dcgan"
     config: dict  # the run's config.json
 
     @property
@@ -47,8 +47,13 @@ class GeneratorRun:
         return KIND_LABELS[self.kind]
 
     @property
+    def diffusion(self) -> bool:
+        """A diffusion model (sampled step by step through a Denoiser), whatever its network; else a one-shot generator."""
+        return self.kind in DIFFUSION_KINDS
+
+    @property
     def conditional(self) -> bool:
-        return self.kind == "diffusion" and self.config.get("model", {}).get("num_classes") is not None
+        return self.diffusion and self.config.get("model", {}).get("num_classes") is not None
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -61,7 +66,7 @@ class GeneratorRun:
         return self.path / "metrics.jsonl"
 
     def default_steps(self) -> int:
-        return int(self.config.get("sample", {}).get("steps", 1)) if self.kind == "diffusion" else 1
+        return int(self.config.get("sample", {}).get("steps", 1)) if self.diffusion else 1
 
     def checkpoints(self) -> list[Path]:
         """Complete checkpoints (step-N.safetensors), oldest first."""

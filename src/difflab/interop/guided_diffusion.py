@@ -109,8 +109,9 @@ def classifier_config_from_guided(
     )
 
 
-def read_state_dict(path: Path) -> dict[str, Tensor]:
-    """The tensors of a guided-diffusion / improved-diffusion `.pt` file, loaded with weights_only (no code is unpickled)."""
+def read_state_dict(path: Path, expect: str = "a guided-diffusion .pt file") -> dict[str, Tensor]:
+    """The tensors of a released `.pt` state dict (guided-diffusion, improved-diffusion, DiT), loaded with weights_only
+    (no code is unpickled); `expect` names what to give instead in the errors."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint {path} does not exist; download it (see docs/import.md) or fix --checkpoint")
@@ -118,11 +119,11 @@ def read_state_dict(path: Path) -> dict[str, Tensor]:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # pickle, zip and weights_only errors all mean "not a plain PyTorch state dict"
         raise UserError(f"{path} is not a PyTorch state dict that loads with weights_only=True ({type(e).__name__}); "
-                        "give a guided-diffusion .pt file") from None
+                        f"give {expect}") from None
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):  # Lightning-style wrappers
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not obj or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in obj.items()):
-        raise UserError(f"{path} does not hold a state dict (a mapping of parameter names to tensors); give a guided-diffusion .pt file")
+        raise UserError(f"{path} does not hold a state dict (a mapping of parameter names to tensors); give {expect}")
     # fp16-trained releases keep fp32 master weights; cast anyway so every imported run is fp32 like trained ones.
     return {k: v.float() if v.is_floating_point() else v for k, v in obj.items()}
 

@@ -26,3 +26,25 @@ def timestep_embedding(
     if dim % 2:
         emb = torch.nn.functional.pad(emb, (0, 1))
     return emb
+
+
+def sincos_2d_position_embedding(dim: int, grid: int, *, max_period: float = 10000.0) -> Tensor:
+    """DiT's fixed position embedding of a grid x grid token map (Peebles & Xie 2023, Sec. 3.2; MAE's pos_embed) -> (grid^2, dim).
+
+    Token n = row * grid + col (the raster order of patchify). Channels [0, dim/2) encode the column, [dim/2, dim) the
+    row, each as [sin(pos w_k), cos(pos w_k)] with w_k = max_period^(-k / (dim/4)): sin first, the reverse of the
+    timestep features' [cos, sin]. Computed in float64 like the reference (numpy), then cast, so released weights
+    see exactly the table they were trained with.
+    """
+    if dim % 4:
+        raise ValueError(f"the 2-D sin-cos position embedding needs dim divisible by 4; got {dim}")
+    quarter = dim // 4
+    w = 1.0 / max_period ** (torch.arange(quarter, dtype=torch.float64) / quarter)  # (dim/4,)
+    pos = torch.arange(grid, dtype=torch.float64)
+    col, row = pos.repeat(grid), pos.repeat_interleave(grid)  # (grid^2,) each, raster order
+
+    def axis(p: Tensor) -> Tensor:
+        args = p[:, None] * w[None]  # (grid^2, dim/4)
+        return torch.cat([torch.sin(args), torch.cos(args)], dim=-1)  # (grid^2, dim/2)
+
+    return torch.cat([axis(col), axis(row)], dim=-1).float()

@@ -14,6 +14,8 @@ from torch import nn
 
 from difflab.errors import UserError
 from difflab.nets.config import UNetConfig
+from difflab.nets.dit import build_dit
+from difflab.nets.dit_config import DIT_PRESETS, DiTConfig
 from difflab.nets.unet import UNet
 
 
@@ -105,11 +107,11 @@ def build_unet(cfg: UNetConfig | str) -> UNet:
     return UNet(unet_preset(cfg) if isinstance(cfg, str) else cfg)
 
 
-def count_parameters(model: nn.Module | UNetConfig | str) -> int:
-    """Number of parameters; configs and preset names are built on the meta device, so nothing is allocated."""
+def count_parameters(model: nn.Module | UNetConfig | DiTConfig | str) -> int:
+    """Number of parameters; configs and preset names (U-Net or DiT) are built on the meta device, so nothing is allocated."""
     if not isinstance(model, nn.Module):
         with torch.device("meta"):
-            model = build_unet(model)
+            model = build_dit(model) if isinstance(model, DiTConfig) or model in DIT_PRESETS else build_unet(model)
     return sum(p.numel() for p in model.parameters())
 
 

@@ -47,11 +47,11 @@ def nll(req: NLLRequest, progress: bool = False) -> dict:
     if req.batch_size < 1 or (req.n is not None and req.n < 1):
         raise UserError("--n and --batch-size must be at least 1")
     from difflab.losses import bits_per_dim
-    from difflab.runs import load_run
+    from difflab.runs import DIFFUSION_KINDS, load_run
     from difflab.runs.diffusion import check_data_fits_model
 
     device = resolve_device(req.device)
-    run = load_run(req.run, kind="diffusion", ema=True, device=device)
+    run = load_run(req.run, kind=DIFFUSION_KINDS, ema=True, device=device)
     data = load_dataset(parse_data_spec(req.data, run.cfg.data))  # the run's shaping (channels, size)
     check_data_fits_model(run.cfg, data)
     n = len(data) if req.n is None else min(req.n, len(data))

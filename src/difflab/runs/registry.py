@@ -11,11 +11,16 @@ from difflab.errors import UserError
 from difflab.runs.baselines import DCGAN_KIND, VAE_KIND
 from difflab.runs.classifier import KIND as CLASSIFIER_KIND
 from difflab.runs.diffusion import KIND as DIFFUSION_KIND
+from difflab.runs.dit import KIND as DIT_KIND
 from difflab.runs.folder import DEFAULT_KIND, kind_in, run_kind
 from difflab.runs.kind import RunKind
 from difflab.runs.student import KIND as STUDENT_KIND
 
-KINDS: dict[str, RunKind] = {k.name: k for k in (DIFFUSION_KIND, CLASSIFIER_KIND, VAE_KIND, DCGAN_KIND, STUDENT_KIND)}
+KINDS: dict[str, RunKind] = {k.name: k for k in (DIFFUSION_KIND, DIT_KIND, CLASSIFIER_KIND, VAE_KIND, DCGAN_KIND, STUDENT_KIND)}
+# The diffusion models proper, whatever their network: trained at every timestep of the process and loaded as a Denoiser.
+# What NLL, guidance sweeps, interpolation, the denoising chain and the comparison's step counts take; commands ask for
+# these, never for one kind's name. (A few-step student also loads as a Denoiser, but only on its trained grids.)
+DIFFUSION_KINDS: tuple[str, ...] = (DIFFUSION_KIND.name, DIT_KIND.name)
 
 
 def _all_presets() -> dict[str, RunKind]:
@@ -40,9 +45,9 @@ def get_kind(name: str) -> RunKind:
 
 
 def kind_of_config(cfg: Any) -> RunKind:
-    """The kind whose config class `cfg` is an instance of."""
+    """The kind whose config class `cfg` is."""
     for kind in KINDS.values():
-        if isinstance(cfg, kind.config_class):
+        if type(cfg) is kind.config_class:  # exact: a kind's config may extend another's (DiTRunConfig is a RunConfig)
             return kind
     raise TypeError(f"{type(cfg).__name__} is not the config of any run kind ({', '.join(KINDS)})")
 
