@@ -69,6 +69,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--force", action="store_true", help="replace a run already in --out")
     d.set_defaults(func=run_diffusers)
 
+    v = actions.add_parser(
+        "diffusers-vae", help="a diffusers AutoencoderKL folder (e.g. a local copy of stabilityai/sd-vae-ft-mse): an autoencoder run",
+        description="Read a diffusers AutoencoderKL folder (config.json + diffusion_pytorch_model.safetensors, or a pipeline folder's "
+                    "vae/) and write an autoencoder run folder, the first stage of latent runs (latent.autoencoder; docs/latent.md). "
+                    "Weights are read from safetensors only; a config field difflab cannot honour is an error.",
+    )
+    v.add_argument("folder", type=Path, metavar="DIR", help="the diffusers AutoencoderKL folder")
+    v.add_argument("--out", required=True, type=Path, help="a folder: the run to write (config.json, checkpoints/step-0.*)")
+    v.add_argument("--force", action="store_true", help="replace a run already in --out (validated first; the old run is kept until the new one is written)")
+    v.set_defaults(func=run_diffusers_vae)
+
 
 def run(args: argparse.Namespace) -> int:
     from difflab.interop import import_checkpoint
@@ -103,4 +114,12 @@ def run_diffusers(args: argparse.Namespace) -> int:
 
     out = import_diffusers(args.folder, args.out, force=args.force)
     print(f"imported {args.folder} -> {out}  (use: difflab sample --run {out} --out samples.png)")
+    return 0
+
+
+def run_diffusers_vae(args: argparse.Namespace) -> int:
+    from difflab.interop.diffusers_vae import import_diffusers_vae
+
+    out = import_diffusers_vae(args.folder, args.out, force=args.force)
+    print(f"imported {args.folder} -> {out}  (use: difflab train --config digits32-latent --set latent.autoencoder={out} ...)")
     return 0

@@ -185,8 +185,9 @@ def sample_labels(n: int, num_classes: int | None, classes: int | Sequence[int] 
 
 def draw_samples(denoiser: Denoiser, spec: SamplerSpec, steps: list[int], shape: tuple[int, ...], labels: Tensor | None, *,
                  options: dict, seed: int = 0, batch_size: int = 256, device: str | torch.device = "cpu",
-                 progress: bool = False) -> tuple[Tensor, int, float]:
-    """(images (n, *shape) clamped to [-1, 1], denoiser calls per batch, seconds): x_T and sampler noise from `seed`."""
+                 progress: bool = False, decode=None) -> tuple[Tensor, int, float]:
+    """(images (n, *shape) clamped to [-1, 1], denoiser calls per batch, seconds): x_T and sampler noise from `seed`.
+    `decode` maps each sampled batch to images first (a latent run's autoencoder decoder, run.latent_decoder)."""
     n = len(labels) if labels is not None else shape[0]
     g = torch.Generator().manual_seed(seed)
     den = CountingDenoiser(denoiser)
@@ -197,7 +198,8 @@ def draw_samples(denoiser: Denoiser, spec: SamplerSpec, steps: list[int], shape:
         x_T = prior_sample(denoiser.process, (b, *shape[1:]), g, dtype=torch.float32).to(device)
         yb = labels[lo:lo + b].to(device) if labels is not None else None
         try:
-            out.append(spec.fn(den, x_T, steps, y=yb, generator=g, **options).cpu())
+            x0 = spec.fn(den, x_T, steps, y=yb, generator=g, **options)
+            out.append((x0 if decode is None else decode(x0)).cpu())
         except ValueError as e:  # a sampler's own check of its options (e.g. eta < 0): the user's value, said in one line
             raise UserError(f"sampler {spec.name}: {e}; see `difflab samplers` for its options") from None
     seconds = time.perf_counter() - t0
@@ -290,7 +292,7 @@ def generate(req: SampleRequest, progress: bool = False) -> SampleResult:
         raise UserError(f"{run.path} is an image-conditional model (condition.kind '{run.cfg.condition.kind}'): "
                         f"sample it with `difflab restore --run {run.path} --data SPEC`")
     cfg, m = run.cfg, run.cfg.model
-    check_fits_in_memory(req.n, (m.in_channels, m.image_size, m.image_size))
+    check_fits_in_memory(req.n, run.image_shape)  # the images (a latent run's decoded ones)
     spec = get_sampler(req.sampler or cfg.sample.sampler)
     check_guidance_request(req, spec.name)
     options = {**cfg.sample.options_for(spec), **spec.parse_options(req.sampler_options)}
@@ -312,7 +314,8 @@ def generate(req: SampleRequest, progress: bool = False) -> SampleResult:
                              seed=req.seed + 1, device=device, callback=found.update)
         search_nfe = found.get("nfe")
     images, nfe, seconds = draw_samples(model.denoiser, spec, steps, (req.n, *shape), labels,
-                                        options=options, seed=req.seed, batch_size=req.batch_size, device=device, progress=progress)
+                                        options=options, seed=req.seed, batch_size=req.batch_size, device=device, progress=progress,
+                                        decode=run.latent_decoder)
     return SampleResult(images, labels, spec.name, len(steps), nfe, seconds, model.guidance, model.scale, list(steps), search_nfe, options,
                         model.base)
 

@@ -39,6 +39,10 @@ class RunKind:
     # One-shot generators (VAE, DCGAN): (net, z-batch generator, n) -> images; their latent dimension from the config.
     generate: Callable[[nn.Module, Tensor], Tensor] | None = None
     latent_dim: Callable[[Any], int] | None = None
+    # Latent runs (runs/latent.py): (config, pixel data, device) -> (config with what was measured, the data the network
+    # trains on); and (config, device) -> the map from what the sampler draws to images, or None in pixel space.
+    prepare_data: Callable[[Any, ImageData, torch.device], tuple[Any, ImageData]] | None = None
+    decoder: Callable[[Any, torch.device], Callable[[Tensor], Tensor] | None] | None = None
 
     @property
     def samplable(self) -> bool:

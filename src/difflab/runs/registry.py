@@ -8,6 +8,7 @@ from typing import Any
 
 from difflab.configs import apply_overrides, from_dict
 from difflab.errors import UserError
+from difflab.runs.autoencoder import KIND as AUTOENCODER_KIND
 from difflab.runs.baselines import DCGAN_KIND, VAE_KIND
 from difflab.runs.classifier import KIND as CLASSIFIER_KIND
 from difflab.runs.diffusion import KIND as DIFFUSION_KIND
@@ -16,7 +17,7 @@ from difflab.runs.folder import DEFAULT_KIND, kind_in, run_kind
 from difflab.runs.kind import RunKind
 from difflab.runs.student import KIND as STUDENT_KIND
 
-KINDS: dict[str, RunKind] = {k.name: k for k in (DIFFUSION_KIND, DIT_KIND, CLASSIFIER_KIND, VAE_KIND, DCGAN_KIND, STUDENT_KIND)}
+KINDS: dict[str, RunKind] = {k.name: k for k in (DIFFUSION_KIND, DIT_KIND, CLASSIFIER_KIND, VAE_KIND, DCGAN_KIND, AUTOENCODER_KIND, STUDENT_KIND)}
 # The diffusion models proper, whatever their network: trained at every timestep of the process and loaded as a Denoiser.
 # What NLL, guidance sweeps, interpolation, the denoising chain and the comparison's step counts take; commands ask for
 # these, never for one kind's name. (A few-step student also loads as a Denoiser, but only on its trained grids.)

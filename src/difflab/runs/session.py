@@ -86,6 +86,8 @@ def train_run(cfg, out: str | Path, *, resume: bool = False, force: bool = False
         raise UserError("--from-step picks the checkpoint to resume from: use it with --resume")
     with training_session(cfg, out, resume=resume, force=force, frozen=kind.frozen, changeable=kind.changeable) as (device, dist):
         data = load_dataset(kind.data_config(cfg))
+        if kind.prepare_data is not None:  # a latent run: the autoencoder's latents, and the scale factor measured on them
+            cfg, data = kind.prepare_data(cfg, data, device)
         kind.check_data(cfg, data)
         paths = RunPaths(out)
         model = init_model(kind, cfg)
@@ -150,6 +152,13 @@ class LoadedRun:
     @property
     def image_shape(self) -> tuple[int, int, int]:
         return self.spec.image_shape(self.cfg)
+
+    @functools.cached_property
+    def latent_decoder(self):
+        """A latent run's map from sampled latents to images (its autoencoder's decoder); None in pixel space."""
+        if self.spec.decoder is None:
+            return None
+        return self.spec.decoder(self.cfg, next(self.model.parameters()).device)
 
     @property
     def num_classes(self) -> int | None:

@@ -15,6 +15,7 @@ from difflab.process import ProcessConfig
 from difflab.training.config import TrainConfig
 from difflab.samplers import SAMPLERS, SPACINGS
 from difflab.restoration.conditioning import ConditionConfig
+from difflab.runs.latent_config import LatentConfig
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig, help="optimisation")
     sample: SampleConfig = field(default_factory=SampleConfig, help="sampling defaults")
     condition: ConditionConfig = field(default_factory=ConditionConfig, help="image conditioning for restoration models (docs/restoration.md)")
+    latent: LatentConfig = field(default_factory=LatentConfig, help="latent diffusion: the autoencoder run whose latents the U-Net diffuses (docs/latent.md); empty: pixel space")
 
     def __post_init__(self):
         if self.denoiser.learn_sigma != self.model.learn_sigma:
@@ -62,6 +64,16 @@ class RunConfig:
         if self.train.label_dropout > 0 and not self.model.class_dropout_null:
             raise UserError(f"train.label_dropout={self.train.label_dropout} needs a null label: set model.num_classes and model.class_dropout_null=true")
         self._check_condition()
+        self._check_latent()
+
+    def _check_latent(self) -> None:
+        """A latent run's x0 are scaled latents (unit variance, not bounded): clipping them to [-1, 1] would be wrong."""
+        if not self.latent.enabled:
+            return
+        if self.denoiser.clip_x0:
+            raise UserError("a latent run (latent.autoencoder set) predicts latents, not images in [-1, 1]: set denoiser.clip_x0=false")
+        if self.condition.kind != "none":
+            raise UserError(f"condition.kind '{self.condition.kind}' conditions on pixels; latent runs are unconditional or class-conditional")
 
     def _check_condition(self) -> None:
         """An image-conditional model takes [x_t, y]: model.in_channels = out_channels (the data's) + the condition's channels."""

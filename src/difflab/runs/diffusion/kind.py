@@ -14,6 +14,7 @@ from difflab.runs.diffusion.config import RunConfig
 from difflab.runs.diffusion.presets import RUN_PRESETS
 from difflab.runs.diffusion.task import DiffusionTask
 from difflab.runs.kind import RunKind
+from difflab.runs.latent import latent_decoder, latent_image_shape, prepare_latent_data
 
 
 def check_data_fits_model(cfg: RunConfig, data: ImageData) -> None:
@@ -34,6 +35,13 @@ def _task(cfg: RunConfig, model: nn.Module, device: torch.device) -> DiffusionTa
     return DiffusionTask(cfg, model, build_process(cfg.process), device)
 
 
+def _image_shape(cfg: RunConfig) -> tuple[int, int, int]:
+    """(C, H, W) of the images the run makes: the U-Net's own, or for a latent run its autoencoder's images."""
+    if cfg.latent.enabled:
+        return latent_image_shape(cfg.latent)
+    return (cfg.data_channels, cfg.model.image_size, cfg.model.image_size)
+
+
 def _denoiser(cfg: RunConfig, net: nn.Module) -> ModelDenoiser:
     return ModelDenoiser(net, build_process(cfg.process), cfg.denoiser)
 
@@ -49,9 +57,11 @@ KIND = RunKind(
     check_data=check_data_fits_model,
     uses_labels=lambda cfg: cfg.model.num_classes is not None,
     # Training keys may change on resume (e.g. more steps); the model and the math may not.
-    frozen=("kind", "data", "model", "process", "denoiser", "loss", "condition"),
+    frozen=("kind", "data", "model", "process", "denoiser", "loss", "condition", "latent"),
     changeable="train.* and sample.*",
     train_hint="difflab train --config digits",
-    image_shape=lambda cfg: (cfg.data_channels, cfg.model.image_size, cfg.model.image_size),
+    image_shape=_image_shape,
     denoiser=_denoiser,
+    prepare_data=lambda cfg, data, device: prepare_latent_data(cfg, data, device, (cfg.model.in_channels, cfg.model.image_size, cfg.model.image_size)),
+    decoder=lambda cfg, device: latent_decoder(cfg.latent, device),
 )

@@ -84,3 +84,34 @@ def _digits_ncsn() -> RunConfig:
 
 
 RUN_PRESETS["digits-ncsn"] = _digits_ncsn  # issue 6, the score view
+
+
+def _digits32_latent() -> RunConfig:
+    """Latent diffusion (Rombach et al. 2022) on the digits upscaled to 32x32: `digits-cond`'s U-Net on the 8x8x4 latents
+    of the f = 4 autoencoder trained with `difflab train --config digits32-ae --out runs/digits32-ae`."""
+    from difflab.runs.latent_config import LatentConfig
+
+    base = _digits_cond()
+    return dataclasses.replace(
+        base,
+        data=DataConfig(name="digits", split="train", image_size=32),
+        model=dataclasses.replace(base.model, in_channels=4, out_channels=4),
+        denoiser=dataclasses.replace(base.denoiser, clip_x0=False),  # x0 are latents: unbounded
+        latent=LatentConfig(autoencoder="runs/digits32-ae"),
+    )
+
+
+def _digits_latent() -> RunConfig:
+    """Latent diffusion on the native 8x8 digits: a two-level U-Net on the 4x4x2 latents of a `digits-ae` run (runs/digits-ae)."""
+    from difflab.runs.latent_config import LatentConfig
+
+    base = _digits_cond()
+    return dataclasses.replace(
+        base,
+        model=dataclasses.replace(base.model, image_size=4, in_channels=2, out_channels=2, channel_mult=(1, 3), attention_resolutions=(2,)),
+        denoiser=dataclasses.replace(base.denoiser, clip_x0=False),
+        latent=LatentConfig(autoencoder="runs/digits-ae"),
+    )
+
+
+RUN_PRESETS.update({"digits32-latent": _digits32_latent, "digits-latent": _digits_latent})  # issue 11, latent diffusion

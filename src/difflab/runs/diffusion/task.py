@@ -11,6 +11,7 @@ from difflab.process import NoiseProcess
 from difflab.samplers import get_sampler, prior_sample, select_steps
 from difflab.restoration.conditioning import ImageConditioned, build_degradation
 from difflab.runs.diffusion.config import RunConfig
+from difflab.runs.latent import latent_decoder
 
 
 class DiffusionTask:
@@ -33,6 +34,7 @@ class DiffusionTask:
         self.null_label = cfg.model.num_classes  # the extra embedding row of model.class_dropout_null
         self.degradation = build_degradation(cfg.condition, cfg.data_channels)  # None for an ordinary model
         self._grid_data = None  # images for the progress grid of an image-conditional model, loaded on first use
+        self._decode = None  # a latent run's autoencoder decoder, loaded for the first grid
 
     def draw(self, generator: torch.Generator, n: int, x_shape: tuple[int, ...]) -> dict[str, Tensor]:
         draws = self.loss_fn.draw(n, x_shape, generator)
@@ -71,7 +73,12 @@ class DiffusionTask:
         y = (torch.arange(n) % m.num_classes).to(self.device) if m.num_classes else None
         spec = get_sampler(s.sampler)
         opts = s.options_for(spec)
-        return spec.fn(den, x_T, select_steps(self.process, s.steps, s.spacing), y=y, generator=generator, **opts).cpu()
+        x0 = spec.fn(den, x_T, select_steps(self.process, s.steps, s.spacing), y=y, generator=generator, **opts)
+        if self.cfg.latent.enabled:  # a latent run's grid shows the decoded images
+            if self._decode is None:
+                self._decode = latent_decoder(self.cfg.latent, self.device)
+            x0 = self._decode(x0).clamp(-1, 1)
+        return x0.cpu()
 
     def _conditional_grid(self, model: nn.Module, generator: torch.Generator) -> Tensor:
         """Triples [degraded input | sample | target] of the first 3 m^2 training images (m^2 triples per grid row group:
