@@ -15,6 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_sampling_args(p, n_default=64)
     p.add_argument("--out", required=True, type=Path, help="a file: .png writes a grid; .npz writes uint8 NHWC images as arr_0 (labels as arr_1)")
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
@@ -22,7 +23,7 @@ def run(args: argparse.Namespace) -> int:
     from difflab.pipelines.sample import generate, write_samples
 
     check_out_file(args.out, args.force, (".png", ".npz"))
-    result = generate(sample_request(args, run=args.run), progress=True)
+    result = generate(sample_request(args, run=args.run), progress=not args.quiet)
     if result.search_nfe is not None:
         print(f"searched timesteps ({result.search_nfe} NFE per search example): {','.join(map(str, result.timesteps))}  "
               "(reuse them with --timesteps)")

@@ -100,6 +100,9 @@ def _decode(path: Path) -> Image.Image:
     """Open, verify and fully decode one image; any failure is a UserError naming the file."""
     try:
         data = path.read_bytes()
+    except OSError as e:  # a file-system fault, not a damaged image: say which
+        raise UserError(f"cannot read image {path}: {e.strerror or e}; make it readable (chmod u+r) or remove it from the data folder") from None
+    try:
         with Image.open(io.BytesIO(data)) as im:
             im.verify()  # checks structure and checksums (e.g. PNG CRCs) without decoding
         im = Image.open(io.BytesIO(data))

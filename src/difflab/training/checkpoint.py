@@ -80,6 +80,16 @@ def list_checkpoints(folder: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+def _earlier(base: Path) -> str:
+    """How to use the checkpoint before `base`, or that there is none."""
+    m = _STEP.match(base.name + ".json")
+    earlier = [p for p in list_checkpoints(base.parent) if m and int(_STEP.match(p.name + ".json").group(1)) < int(m.group(1))]
+    if not earlier:
+        return "there is no earlier checkpoint in the run; retrain it (difflab train --force)"
+    e = earlier[-1]
+    return f"use the earlier {e.name} (--run {e}.safetensors, or to train on: --resume --from-step {e.name.split('-')[1]})"
+
+
 def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """(tensors, meta) of a checkpoint given as step-N, step-N.json or step-N.safetensors."""
     base = path.with_suffix("") if path.suffix in (".json", ".safetensors") else path
@@ -88,10 +98,11 @@ def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]
         raise UserError(f"checkpoint {base} is incomplete or missing (need {st.name} and {js.name}); pick another in {base.parent}")
     try:
         meta = json.loads(js.read_text())
-    except json.JSONDecodeError:
-        raise UserError(f"checkpoint metadata {js} is not valid JSON; the file is damaged, use an earlier checkpoint") from None
-    try:
         tensors = load_file(str(st))
+    except PermissionError as e:
+        raise UserError(f"cannot read checkpoint {e.filename or st}: permission denied; make it readable (chmod u+r) or run as its owner") from None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise UserError(f"checkpoint metadata {js} is not valid JSON; the file is damaged: {_earlier(base)}") from None
     except Exception as e:  # safetensors raises its own error types for damaged files
-        raise UserError(f"checkpoint {st} cannot be read ({type(e).__name__}); the file is damaged, use an earlier checkpoint") from None
+        raise UserError(f"checkpoint {st} cannot be read ({type(e).__name__}); the file is damaged: {_earlier(base)}") from None
     return tensors, meta
