@@ -131,3 +131,24 @@ def test_missing_autoencoder_of_a_trained_latent_run(digits_ae, latent_run, tmp_
         assert "is missing" in one_line_error(code, err)
     finally:
         shutil.move(str(moved), digits_ae)
+
+
+@pytest.mark.parametrize("command", [["inpaint"], ["img2img", "--strength", 0.5]])
+def test_pixel_restoration_refuses_a_latent_run(latent_run, tmp_path, capsys, command):
+    code, _, err = cli([*command, "--run", latent_run, "--data", "digits:test", "--n", 2, "--out", tmp_path / "o.png"], capsys)
+    assert "is a latent run" in one_line_error(code, err) and not (tmp_path / "o.png").exists()
+
+
+def test_latent_dit_on_the_same_autoencoder(digits_ae, tmp_path, capsys):
+    """Any backbone: the DiT kind shares the diffusion kind's latent section, data preparation and decoding."""
+    out = tmp_path / "dit"
+    overrides = ["train.steps=2", "train.batch_size=16", "train.log_every=1", "train.sample_every=0", "train.checkpoint_every=2",
+                 "model.image_size=4", "model.in_channels=2", "model.out_channels=2", "model.patch_size=2", "model.hidden_size=32",
+                 "model.depth=1", "model.num_heads=2", "process.T=50", "sample.steps=3", "sample.grid_size=4",
+                 "denoiser.clip_x0=false", f"latent.autoencoder={digits_ae}"]
+    code, _, err = cli(["train", "--config", "digits-dit", "--out", out, "--quiet", *sets(overrides)], capsys)
+    assert code == 0, err
+    assert json.loads((out / "config.json").read_text())["latent"]["scale_factor"] > 0
+    code, _, err = cli(["sample", "--run", out, "--steps", 2, "--n", 3, "--out", tmp_path / "s.npz"], capsys)
+    assert code == 0, err
+    assert np.load(tmp_path / "s.npz")["arr_0"].shape == (3, 8, 8, 1)

@@ -42,6 +42,10 @@ from difflab.runs import LoadedRun, load_run
 def load_restoration_run(spec: str | Path, *, conditional: bool, command: str, device: str = "cpu", ema: bool = True) -> LoadedRun:
     """Load a run and check its kind: `difflab restore` needs an image-conditional model, the others an ordinary one."""
     run = load_run(spec, ema=ema, device=device)
+    latent = getattr(run.cfg, "latent", None)
+    if latent is not None and latent.enabled:  # its denoiser works on latents; these commands edit pixels
+        raise UserError(f"{spec} is a latent run (latent.autoencoder {latent.autoencoder}): difflab {command} works on pixel-space "
+                        "runs; sample, eval, compare and guidance work on latent runs (docs/latent.md)")
     kind = run.cfg.condition.kind
     if conditional and kind == "none":
         raise UserError(f"difflab {command} needs an image-conditional run (condition.kind sr, colorize or inpaint, e.g. "
