@@ -4,8 +4,10 @@ byte-identical (nothing written, nothing deleted). Adding a case is one line."""
 
 import numpy as np
 import pytest
+import torch
 
 from conftest import cli, one_line_error, tiny_overrides
+from difflab.nets import DiT, DiTConfig
 from difflab.runs import resolve_config, train_run
 
 # {run}: a trained class-conditional run (no null label); {tmp}: an empty scratch folder; {file}: an existing text file;
@@ -65,6 +67,14 @@ CATALOGUE = [
     ("import guided-diffusion --checkpoint {pt} --out {tmp}/i", "64x64_diffusion.pt"),
     ("import improved-diffusion --checkpoint {file} --out {tmp}/i", "not a released improved-diffusion file name"),
     ("import diffusers {tmp} --out {tmp}/i", "has no config.json"),
+    ("import diffusers-vae {tmp} --out {tmp}/i", "has no config.json"),
+    ("import diffusers-vae {file} --out {tmp}/i", "is not a folder"),
+    ("train --config digits-latent --out {tmp}/a --set latent.autoencoder={tmp}/none", "is missing"),
+    ("train --config digits-latent --out {tmp}/a --set latent.autoencoder={run}", "is a diffusion run, not an autoencoder run"),
+    ("train --out {tmp}/a --set latent.autoencoder={tmp}/none", "set denoiser.clip_x0=false"),
+    ("import dit --checkpoint {dit_other} --out {tmp}/i", "is not a dit-xl-2 checkpoint: it looks like a DiT of depth 1, hidden_size 32"),
+    ("import dit --checkpoint {dit_evil} --out {tmp}/i", "loads with weights_only=True"),
+    ("train --out {tmp}/a --config digits-dit --set model.patch_size=3", "model.image_size 8 is not divisible by model.patch_size 3"),
     ("export diffusers {run} --out {file}", "is a file"),
     ("export diffusers {tmp}/none --out {tmp}/e", "does not exist"),
     # restoration and the rest
@@ -93,6 +103,8 @@ CATALOGUE = [
     ("import guided-diffusion --checkpoint {pt} --out {run} --force", "64x64_diffusion.pt"),
     ("import improved-diffusion --checkpoint {file} --out {run} --force", "not a released improved-diffusion file name"),
     ("import diffusers {tmp} --out {run} --force", "has no config.json"),
+    ("import diffusers-vae {tmp} --out {run} --force", "has no config.json"),
+    ("import dit --checkpoint {dit_other} --out {run} --force", "it looks like a DiT of depth 1"),
     ("export diffusers {tmp}/none --out {reports} --force", "does not exist"),
     ("report {tmp}/none --out {reports} --force", "none does not exist"),
     ("sweep guidance --run {run} --scales 0,a --out {reports} --force", "--scales must be comma-separated numbers"),
@@ -102,12 +114,25 @@ CATALOGUE = [
 ]
 
 
+class _Pickled:
+    """Unpickling it creates the file `marker` (code run by the loader); the snapshot of the world would show it."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return open, (self.marker, "w")
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("catalogue")
     run = train_run(resolve_config("digits", tiny_overrides(steps=2)), root / "run", progress=False)
     (root / "file.txt").write_text("not json, not a checkpoint\n")
     (root / "64x64_diffusion.pt").write_bytes(b"random bytes, not a torch file")
+    (root / "dit").mkdir()  # a DiT of another size under the released name, and a DiT-named file of pickled code
+    torch.save(DiT(DiTConfig(image_size=8, hidden_size=32, depth=1, num_heads=4, num_classes=10)).state_dict(), root / "dit" / "DiT-XL-2-256x256.pt")
+    torch.save({"pos_embed": _Pickled(root / "pwned")}, root / "dit" / "DiT-XL-2-512x512.pt")  # would create root/pwned
     np.savez(root / "samples.npz", arr_0=np.zeros((4, 16, 16, 3), np.uint8))
     (root / "old.json").write_text('{"fid": 1.0}\n')
     (root / "old.png").write_bytes(b"\x89PNG an earlier output")
@@ -119,7 +144,8 @@ def world(tmp_path_factory):
     from difflab.pipelines.evaluate import build_extractor
 
     build_extractor("digits", cache_dir=cache)  # built once here, so no case writes into the cache
-    return {"run": run, "pt": root / "64x64_diffusion.pt", "file": root / "file.txt", "npz": root / "samples.npz", "cache": cache, "root": root,
+    return {"run": run, "pt": root / "64x64_diffusion.pt", "dit_other": root / "dit" / "DiT-XL-2-256x256.pt",
+            "dit_evil": root / "dit" / "DiT-XL-2-512x512.pt", "file": root / "file.txt", "npz": root / "samples.npz", "cache": cache, "root": root,
             "json": root / "old.json", "png": root / "old.png", "reports": reports}
 
 
