@@ -152,3 +152,18 @@ def test_latent_dit_on_the_same_autoencoder(digits_ae, tmp_path, capsys):
     code, _, err = cli(["sample", "--run", out, "--steps", 2, "--n", 3, "--out", tmp_path / "s.npz"], capsys)
     assert code == 0, err
     assert np.load(tmp_path / "s.npz")["arr_0"].shape == (3, 8, 8, 1)
+
+
+def test_autoencoder_resume_keeps_the_discriminator_schedule(digits_ae, tmp_path):
+    """Paused after step 2 and resumed, the run ends with the weights of the uninterrupted one: the task's step count
+    (which switches the adversarial terms on at disc_start = 2) is restored from the checkpoint."""
+    from difflab.runs import resolve_config, train_run
+    from difflab.training.checkpoint import list_checkpoints
+
+    cfg = resolve_config("digits-ae", ae_overrides("[8,16]"))
+    train_run(cfg, tmp_path / "ae", progress=False, stop_at=2)
+    train_run(cfg, tmp_path / "ae", progress=False, resume=True)
+    a = load_file(str(list_checkpoints(tmp_path / "ae" / "checkpoints")[-1].with_suffix(".safetensors")))
+    b = load_file(str(list_checkpoints(digits_ae / "checkpoints")[-1].with_suffix(".safetensors")))
+    model_keys = [k for k in b if k.startswith("model.")]
+    assert model_keys and all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in model_keys)
