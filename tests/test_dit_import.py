@@ -4,6 +4,7 @@ the old run until the new one is written."""
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -121,3 +122,27 @@ def test_force_validates_first_then_replaces(released, tmp_path, capsys):
     code, _, err = cli([*base, "--checkpoint", pt, "--force"], capsys)
     assert code == 0, err
     assert not (out / ".replaced").exists() and (out / "checkpoints" / "step-0.safetensors").exists()
+
+
+def test_with_an_autoencoder_the_imported_dit_samples_decoded_images(tmp_path, capsys):
+    """DiT's full pipeline: latents of an autoencoder run (here a tiny f = 2 one on digits: 2x4x4 latents), decoded."""
+    from difflab.cli.main import main
+
+    ae = tmp_path / "ae"
+    ae_sets = ["train.steps=2", "train.batch_size=16", "train.log_every=1", "train.checkpoint_every=2", "train.sample_every=0",
+               "model.block_out_channels=[8,16]", "model.norm_num_groups=4", "sample.grid_size=4", "model.latent_channels=2"]
+    assert main(["train", "--config", "digits-ae", "--out", str(ae), "--quiet", *_args(ae_sets)]) == 0
+    latent_sets = ["model.depth=1", "model.hidden_size=32", "model.num_heads=4", "model.image_size=4", "model.in_channels=2",
+                   "model.out_channels=2", "model.num_classes=10"]
+    torch.save(DiT(resolve_config("digits-dit", latent_sets).model).state_dict(), tmp_path / "latent.pt")
+    out = tmp_path / "run"
+    base = ["import", "dit", "--checkpoint", tmp_path / "latent.pt", "--preset", "dit-s-2", "--autoencoder", ae]
+    code, _, err = cli([*base, "--out", out, *_args(latent_sets)], capsys)
+    assert code == 0, err
+    latent = json.loads((out / "config.json").read_text())["latent"]
+    assert latent["scale_factor"] == 0.18215 and len(latent["autoencoder_sha256"]) == 64
+    code, _, err = cli(["sample", "--run", out, "--steps", 2, "--n", 3, "--out", tmp_path / "s.npz"], capsys)
+    assert code == 0, err
+    assert np.load(tmp_path / "s.npz")["arr_0"].shape == (3, 8, 8, 1)  # decoded digits, not latents
+    code, _, err = cli([*base, "--out", tmp_path / "other", *_args([*latent_sets, "model.image_size=8"])], capsys)
+    assert "makes 2x4x4 latents but the backbone takes 2x8x8" in one_line_error(code, err)

@@ -72,9 +72,14 @@ def test_eval_and_nll_take_the_run(run_dir, tmp_path, capsys):
     assert "bits/dim" in out
 
 
-def test_compare_tooling_sees_a_diffusion_model(run_dir):
+def test_compare_scores_it_as_a_diffusion_model(run_dir, tmp_path, capsys):
     run = GeneratorRun(run_dir, "dit", json.loads((run_dir / "config.json").read_text()))
     assert run.diffusion and run.conditional and run.default_steps() == 4 and run.label == "DiT"
+    code, _, err = cli(["compare", "--runs", run_dir, "--ref", "digits:test", "--features", "digits", "--n", 70, "--steps", 2,
+                        "--trilemma-steps", 3, "--out", tmp_path / "cmp", "--quiet"], capsys)
+    assert code == 0, err
+    points = json.loads((tmp_path / "cmp" / "compare.json").read_text())["trilemma"]
+    assert sorted(p["steps"] for p in points) == [2, 3] and {p["kind"] for p in points} == {"dit"}  # stepped like any diffusion run
 
 
 def test_resume_keeps_the_network_fixed(run_dir, capsys):

@@ -6,6 +6,13 @@ import json
 
 from difflab.configs import describe, flatten_dict, to_dict
 from difflab.runs.diffusion.config import RunConfig
+from difflab.runs.dit import DiTRunConfig
+
+
+def _row(key: str, typ: str, doc: str, default) -> str:
+    typ_md = typ.replace("|", "\\|")
+    default_md = json.dumps(default).replace("|", "\\|")
+    return f"| `{key}` | {typ_md} | `{default_md}` | {doc.replace('|', '/')} |"
 
 
 def render() -> str:
@@ -26,9 +33,15 @@ def render() -> str:
         if head != section:
             section = head
             lines += ["", f"## {head}", "", "| key | type | default | meaning |", "|---|---|---|---|"]
-        typ_md = typ.replace("|", "\\|")
-        default = json.dumps(defaults[key]).replace("|", "\\|")
-        lines.append(f"| `{key}` | {typ_md} | `{default}` | {doc.replace('|', '/')} |")
+        lines.append(_row(key, typ, doc, defaults[key]))
+    # A DiT run (kind 'dit') has every section above; only its network differs (and DiT's defaults, listed here too).
+    dit = flatten_dict(to_dict(DiTRunConfig()))
+    lines += ["", "## model, denoiser, loss of a DiT run (`\"kind\": \"dit\"`, docs/dit.md)", "",
+              "A `dit` run has the sections above, with a diffusion transformer for its `model` and DiT's defaults:", "",
+              "| key | type | default | meaning |", "|---|---|---|---|"]
+    for key, typ, doc in describe(DiTRunConfig):
+        if key.startswith("model.") or dit[key] != defaults.get(key, dit[key]):
+            lines.append(_row(key, typ, doc, dit[key]))
     return "\n".join(lines) + "\n"
 
 

@@ -55,6 +55,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--out", required=True, type=Path, help="a folder: the run to write (config.json, checkpoints/step-0.*)")
     t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a key of the run config, e.g. --set sample.steps=50 or --set model.depth=12 (repeatable)")
+    t.add_argument("--autoencoder", type=Path, default=None, metavar="RUN",
+                   help="an autoencoder run whose decoder turns the sampled latents into images (DiT's: sd-vae-ft-mse, imported "
+                        "with `difflab import diffusers-vae DIR --out RUN`); default: the run samples latents")
     t.add_argument("--force", action="store_true", help="replace a run already in --out")
     t.set_defaults(func=run_dit)
 
@@ -104,8 +107,14 @@ def run_improved(args: argparse.Namespace) -> int:
 def run_dit(args: argparse.Namespace) -> int:
     from difflab.interop import import_checkpoint
 
-    out = import_checkpoint("dit", args.checkpoint, args.out, preset=args.preset, overrides=args.overrides, force=args.force)
-    print(f"imported {args.checkpoint.name} -> {out}  (use: difflab sample --run {out} --out samples.npz)")
+    out = import_checkpoint("dit", args.checkpoint, args.out, preset=args.preset, overrides=args.overrides, autoencoder=args.autoencoder,
+                            force=args.force)
+    from difflab.runs import resolve_config
+
+    cfg = resolve_config(out)
+    latents = not cfg.latent.enabled and cfg.model.in_channels not in (1, 3)
+    note = "; it samples latents: import again with --autoencoder RUN to decode them into images" if latents else ""
+    print(f"imported {args.checkpoint.name} -> {out}  (use: difflab sample --run {out} --out samples.png{note})")
     return 0
 
 

@@ -5,7 +5,8 @@ names of DiT's `DiT`, which difflab's `DiT` shares (nets/dit.py), so an import i
 unpickling code (guided_diffusion.read_state_dict), check every key and shape against a DiT preset (and say which
 size the file looks like when it is another), and write a run folder that samples as DiT does: VP linear schedule,
 T = 1000, betas 1e-4 .. 0.02, eps prediction with learned_range variance, no clipping of x0 (latents are unbounded),
-250 DDPM steps spread over 0..999 (DiT's sample.py --num-sampling-steps 250).
+250 DDPM steps spread over 0..999 (DiT's sample.py --num-sampling-steps 250). Given an autoencoder run (an imported
+sd-vae-ft-mse: `difflab import diffusers-vae`), the run is a latent run whose samples decode into images.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from difflab.nets.embeddings import sincos_2d_position_embedding
 
 # The README's released files: name -> difflab preset.
 DIT_RELEASES: Mapping[str, str] = {"DiT-XL-2-256x256.pt": "dit-xl-2", "DiT-XL-2-512x512.pt": "dit-xl-2-512"}
+# DiT's sample.py decodes vae.decode(z / 0.18215): Stable Diffusion's VAE latent scale, which the released models learned.
+SD_VAE_SCALE = 0.18215
 EXPECT = "a facebookresearch/DiT state dict (e.g. DiT-XL-2-256x256.pt)"
 
 
@@ -98,21 +101,42 @@ def dit_run_config(preset: str, overrides: Sequence[str] = ()):
     return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, image_size=cfg.model.image_size))
 
 
+def with_autoencoder(cfg, autoencoder: str | Path):
+    """`cfg` as a latent run on the autoencoder run `autoencoder` (e.g. an imported sd-vae-ft-mse): its folder and
+    SHA-256 recorded now (a later change is refused), its latents checked against the DiT's input, and the latent
+    scale DiT was trained with (SD_VAE_SCALE) unless latent.scale_factor was set."""
+    from difflab.runs import resolve_config
+    from difflab.runs.latent import check_autoencoder_run, check_latent_shape
+
+    latent = dataclasses.replace(cfg.latent, autoencoder=str(autoencoder))
+    folder, digest = check_autoencoder_run(latent)
+    m = cfg.model
+    check_latent_shape(resolve_config(folder).model.latent_shape, (m.in_channels, m.image_size, m.image_size), folder)
+    latent = dataclasses.replace(latent, autoencoder=str(folder.resolve()), autoencoder_sha256=digest,
+                                 scale_factor=latent.scale_factor or SD_VAE_SCALE)
+    return dataclasses.replace(cfg, latent=latent)
+
+
 def import_dit_checkpoint(checkpoint: str | Path, out: str | Path, *, preset: str | None = None, overrides: Sequence[str] = (),
-                          force: bool = False) -> Path:
+                          autoencoder: str | Path | None = None, force: bool = False) -> Path:
     """Write a difflab run folder `out` holding a DiT checkpoint (model and EMA weights alike); returns `out`.
 
-    The preset is --preset, else the release's with this file name, else the one preset the shapes fit. Refuses a
+    The preset is --preset, else the release's with this file name, else the one preset the shapes fit. With
+    `autoencoder` (an autoencoder run folder) the run decodes its samples into images (with_autoencoder). Refuses a
     folder that already holds a run unless `force` (then the old run is parked in OUT/.replaced until the new one is
     written), and refuses before reading the file."""
     from difflab.runs import prepare_run_dir
 
     checkpoint, out = Path(checkpoint), Path(out)
     if preset is not None or checkpoint.name in DIT_RELEASES:
-        dit_run_config(_pick_preset(checkpoint, preset, None), overrides)  # a bad --preset / --set fails before any reading
+        cfg = dit_run_config(_pick_preset(checkpoint, preset, None), overrides)  # a bad --preset / --set fails before any reading
+        if autoencoder is not None:
+            with_autoencoder(cfg, autoencoder)
     prepare_run_dir(out, resume=False, force=force, check_only=True)
     state = read_state_dict(checkpoint, expect=EXPECT)
     preset = _pick_preset(checkpoint, preset, state)
     cfg = dit_run_config(preset, overrides)
     check_dit_state(state, cfg.model, str(checkpoint), preset)
+    if autoencoder is not None:
+        cfg = with_autoencoder(cfg, autoencoder)
     return write_run(out, cfg, state, "model", {"from": "dit", "checkpoint": checkpoint.name, "bytes": checkpoint.stat().st_size}, force=force)

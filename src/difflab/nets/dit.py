@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from difflab.nets.dit_config import DiTConfig, dit_preset
-from difflab.nets.embeddings import sincos_2d_position_embedding, timestep_embedding
+from difflab.nets.embeddings import labels_or_null, sincos_2d_position_embedding, timestep_embedding
 
 
 def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
@@ -171,15 +171,8 @@ class DiT(nn.Module):
         if t.ndim == 0:
             t = t.expand(batch)
         c = self.t_embedder(t)
-        if cfg.num_classes is None:
-            if y is not None:
-                raise ValueError("this DiT is unconditional (num_classes is null) but labels y were given")
-            return c
-        if y is None:
-            if not cfg.class_dropout_null:
-                raise ValueError("this DiT is class-conditional: pass labels y, or build it with class_dropout_null")
-            y = torch.full((batch,), cfg.num_classes, dtype=torch.long, device=c.device)
-        return c + self.y_embedder(y)
+        y = labels_or_null(y, cfg.num_classes, cfg.class_dropout_null, batch, c.device, "DiT")
+        return c if y is None else c + self.y_embedder(y)
 
     def unpatchify(self, x: Tensor) -> Tensor:
         """(B, T, p*p*C) -> (B, C, I, I): token (row, col) fills pixels [row p, (row+1) p) x [col p, (col+1) p)."""

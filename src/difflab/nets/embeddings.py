@@ -48,3 +48,17 @@ def sincos_2d_position_embedding(dim: int, grid: int, *, max_period: float = 100
         return torch.cat([torch.sin(args), torch.cos(args)], dim=-1)  # (grid^2, dim/2)
 
     return torch.cat([axis(col), axis(row)], dim=-1).float()
+
+
+def labels_or_null(y: Tensor | None, num_classes: int | None, has_null: bool, batch: int, device: torch.device, net: str) -> Tensor | None:
+    """The labels a network embeds: y; for y=None the null label num_classes (classifier-free guidance, Ho & Salimans
+    2022) when the net has one; None for an unconditional net. `net` names it in the errors."""
+    if num_classes is None:
+        if y is not None:
+            raise ValueError(f"this {net} is unconditional (num_classes is null) but labels y were given")
+        return None
+    if y is None:
+        if not has_null:
+            raise ValueError(f"this {net} is class-conditional: pass labels y, or build it with class_dropout_null")
+        y = torch.full((batch,), num_classes, dtype=torch.long, device=device)
+    return y

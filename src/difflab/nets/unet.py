@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from difflab.nets.attention import AttentionBlock
 from difflab.nets.blocks import Downsample, GroupNorm32, ResBlock, TimestepEmbedSequential, Upsample, zero_module
 from difflab.nets.config import UNetConfig
-from difflab.nets.embeddings import timestep_embedding
+from difflab.nets.embeddings import labels_or_null, timestep_embedding
 
 
 class UNet(nn.Module):
@@ -116,15 +116,8 @@ class UNet(nn.Module):
             t, cfg.model_channels, flip_sin_to_cos=cfg.time_embed_flip_sin_to_cos, freq_shift=cfg.time_embed_freq_shift
         )
         emb = self.time_embed(features.to(self.time_embed[0].weight.dtype))
-        if cfg.num_classes is None:
-            if y is not None:
-                raise ValueError("this UNet is unconditional (num_classes is null) but labels y were given")
-            return emb
-        if y is None:
-            if not cfg.class_dropout_null:
-                raise ValueError("this UNet is class-conditional: pass labels y, or build it with class_dropout_null")
-            y = torch.full((batch,), cfg.num_classes, dtype=torch.long, device=emb.device)  # the null label
-        return emb + self.label_emb(y)
+        y = labels_or_null(y, cfg.num_classes, cfg.class_dropout_null, batch, emb.device, "UNet")
+        return emb if y is None else emb + self.label_emb(y)
 
     def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
         """x (B, in_channels, H, W), t (B,) int or float timesteps, y (B,) long labels -> (B, output_channels, H, W).
