@@ -61,6 +61,20 @@ def test_sample_with_ddim_and_with_classifier_free_guidance(run_dir, tmp_path, c
     assert saved["arr_0"].shape == (4, 8, 8, 1) and (saved["arr_1"] == 7).all()
 
 
+def test_classifier_guidance_with_a_noise_aware_classifier(run_dir, tmp_path, capsys):
+    from difflab.cli.main import main
+
+    clf = tmp_path / "clf"  # trained 2 steps: guidance only has to run through the DiT's denoiser, not to be good
+    clf_sets = ["train.steps=2", "train.batch_size=16", "train.log_every=1", "train.checkpoint_every=2", "train.keep_last=0",
+                "train.ema_rate=0", "model.model_channels=8", "model.channel_mult=[1,2]", "model.attention_resolutions=[4]",
+                "model.num_head_channels=8", "model.norm_groups=4", "process.T=50", "eval.timesteps=2", "eval.repeats=1"]
+    assert main(["classifier", "train", "--data", "digits:train", "--out", str(clf), "--quiet", *_sets(clf_sets)]) == 0
+    code, out, err = cli(["sample", "--run", run_dir, "--guidance", "classifier", "--classifier", clf, "--scale", 2, "--class", 4,
+                          "--steps", 3, "--n", 4, "--out", tmp_path / "c.npz"], capsys)
+    assert code == 0, err
+    assert "guidance: classifier scale 2" in out and (np.load(tmp_path / "c.npz")["arr_1"] == 4).all()
+
+
 def test_eval_and_nll_take_the_run(run_dir, tmp_path, capsys):
     res = tmp_path / "r.json"
     code, _, err = cli(["eval", "--samples", run_dir, "--ref", "digits:test", "--features", "digits", "--metrics", "fid",
