@@ -167,3 +167,11 @@ def test_autoencoder_resume_keeps_the_discriminator_schedule(digits_ae, tmp_path
     b = load_file(str(list_checkpoints(digits_ae / "checkpoints")[-1].with_suffix(".safetensors")))
     model_keys = [k for k in b if k.startswith("model.")]
     assert model_keys and all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in model_keys)
+
+
+def test_compare_scores_a_latent_run_unchanged(latent_run, tmp_path, capsys):
+    code, _, err = cli(["compare", "--runs", latent_run, "--features", "digits", "--n", 70, "--steps", 2, "--trilemma-steps", 2,
+                        "--out", tmp_path / "cmp", "--quiet"], capsys)
+    assert code == 0, err
+    (row,) = json.loads((tmp_path / "cmp" / "compare.json").read_text())["table"]
+    assert row["kind"] == "diffusion" and np.isfinite(row["fid"])
