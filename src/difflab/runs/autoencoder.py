@@ -99,7 +99,7 @@ class AutoencoderModel(nn.Module):
         self.discriminator = PatchDiscriminator(cfg.model.in_channels, l.disc_channels, l.disc_layers) if l.disc_weight > 0 else None
 
     def forward(self, x: Tensor, eps: Tensor, phase: str = "ae", adversarial: bool = False) -> tuple[Tensor, ...]:
-        """"ae": (x_hat, KL per example, D(x_hat) or None); "d": (D(x), D(x_hat)) with x_hat not differentiated.
+        """Phase "ae": (x_hat, KL per example, D(x_hat) or None); "d": (D(x), D(x_hat)) with x_hat not differentiated.
         One forward for both phases, so DistributedDataParallel sees every call."""
         if phase == "d":
             with torch.no_grad():
