@@ -111,6 +111,18 @@ CATALOGUE = [
     ("compare --runs {tmp}/none --out {reports} --force", "none does not exist"),
     ("ablation ddpm --train-steps 0 --out {reports} --force", "--train-steps must be at least 1"),
     ("classifier train --config digits --out {run} --force", "is a diffusion config"),
+    # a run of the wrong kind where a command needs another: {clf} is a classifier run
+    ("sample --run {clf} --out {tmp}/x.png", "is a classifier run, which makes no images"),
+    ("sample --run {run} --guidance classifier --classifier {run} --out {tmp}/x.png", "is a diffusion run, not a classifier run"),
+    ("nll --run {clf}", "is a classifier run, not a diffusion"),
+    ("inpaint --run {clf} --data digits:test --out {tmp}/o.png", "is a classifier run, not a diffusion"),
+    ("restore --run {clf} --data digits:test --out {tmp}/o.png", "is a classifier run, not a diffusion"),
+    ("interpolate --run {clf} --seeds 1 2 --out {tmp}/i.png", "is a classifier run, not a diffusion"),
+    ("sweep guidance --run {clf} --out {tmp}/sw", "is a classifier run, not a diffusion"),
+    ("export diffusers {clf} --out {tmp}/e", "is a classifier run; only diffusion runs export"),
+    ("compare --runs {clf} --out {tmp}/cmp", "kind 'classifier', which cannot be sampled"),
+    ("classifier train --config {run} --out {tmp}/c", "is a diffusion config"),
+    ("train --out {clf} --resume --set model.num_classes=3", "'model' section differs"),
 ]
 
 
@@ -128,6 +140,9 @@ class _Pickled:
 def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("catalogue")
     run = train_run(resolve_config("digits", tiny_overrides(steps=2)), root / "run", progress=False)
+    clf = train_run(resolve_config("digits-clf", ["train.steps=2", "train.batch_size=8", "train.sample_every=0", "model.model_channels=16",
+                                                  "model.channel_mult=[1,2]", "model.num_res_blocks=1", "model.attention_resolutions=[4]",
+                                                  "model.norm_groups=8", "process.T=50"]), root / "clf", progress=False)
     (root / "file.txt").write_text("not json, not a checkpoint\n")
     (root / "64x64_diffusion.pt").write_bytes(b"random bytes, not a torch file")
     (root / "dit").mkdir()  # a DiT of another size under the released name, and a DiT-named file of pickled code
@@ -144,7 +159,7 @@ def world(tmp_path_factory):
     from difflab.pipelines.evaluate import build_extractor
 
     build_extractor("digits", cache_dir=cache)  # built once here, so no case writes into the cache
-    return {"run": run, "pt": root / "64x64_diffusion.pt", "dit_other": root / "dit" / "DiT-XL-2-256x256.pt",
+    return {"run": run, "clf": clf, "pt": root / "64x64_diffusion.pt", "dit_other": root / "dit" / "DiT-XL-2-256x256.pt",
             "dit_evil": root / "dit" / "DiT-XL-2-512x512.pt", "file": root / "file.txt", "npz": root / "samples.npz", "cache": cache, "root": root,
             "json": root / "old.json", "png": root / "old.png", "reports": reports}
 

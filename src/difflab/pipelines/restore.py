@@ -34,19 +34,20 @@ from difflab.restoration import (
     sdedit,
     strength_step,
 )
-from difflab.runs import LoadedRun, load_run
+from difflab.runs import DIFFUSION_KINDS, LoadedRun, load_run
 
 # ----- runs ---------------------------------------------------------------------------------------------------------
 
 
 def load_restoration_run(spec: str | Path, *, conditional: bool, command: str, device: str = "cpu", ema: bool = True) -> LoadedRun:
     """Load a run and check its kind: `difflab restore` needs an image-conditional model, the others an ordinary one."""
-    run = load_run(spec, ema=ema, device=device)
+    run = load_run(spec, kind=DIFFUSION_KINDS, ema=ema, device=device)
     latent = getattr(run.cfg, "latent", None)
     if latent is not None and latent.enabled:  # its denoiser works on latents; these commands edit pixels
         raise UserError(f"{spec} is a latent run (latent.autoencoder {latent.autoencoder}): difflab {command} works on pixel-space "
                         "runs; sample, eval, compare and guidance work on latent runs (docs/latent.md)")
-    kind = run.cfg.condition.kind
+    condition = getattr(run.cfg, "condition", None)  # backbones without image conditioning have no section
+    kind = "none" if condition is None else condition.kind
     if conditional and kind == "none":
         raise UserError(f"difflab {command} needs an image-conditional run (condition.kind sr, colorize or inpaint, e.g. "
                         f"`difflab train --config digits-sr`); {spec} is an ordinary diffusion model: use difflab inpaint / denoise / img2img")
