@@ -53,7 +53,8 @@ class DiTConfig:
         if self.class_dropout_null and self.num_classes is None:
             raise UserError("model.class_dropout_null needs a class-conditional model; set model.num_classes (or class_dropout_null=false)")
         if not 0 <= self.time_embed_freq_shift < self.frequency_embedding_size // 2:
-            raise UserError(f"model.time_embed_freq_shift {self.time_embed_freq_shift} must be 0 (DiT) or 1 (diffusers)")
+            raise UserError(f"model.time_embed_freq_shift must be in 0..{self.frequency_embedding_size // 2 - 1}: 0 for DiT, 1 for diffusers' port; "
+                            f"got {self.time_embed_freq_shift}")
 
     @property
     def grid(self) -> int:
