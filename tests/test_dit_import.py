@@ -146,3 +146,17 @@ def test_with_an_autoencoder_the_imported_dit_samples_decoded_images(tmp_path, c
     assert np.load(tmp_path / "s.npz")["arr_0"].shape == (3, 8, 8, 1)  # decoded digits, not latents
     code, _, err = cli([*base, "--out", tmp_path / "other", *_args([*latent_sets, "model.image_size=8"])], capsys)
     assert "makes 2x4x4 latents but the backbone takes 2x8x8" in one_line_error(code, err)
+
+
+def test_latents_without_an_autoencoder_are_refused_as_images_in_one_line(tmp_path, capsys):
+    """An imported latent DiT without --autoencoder makes 4-channel arrays: writing them as a PNG or .npz is a user error."""
+    sets4 = [s for s in SETS if "channels" not in s] + ["model.in_channels=4", "model.out_channels=4"]
+    net = DiT(resolve_config("digits-dit", sets4).model)
+    torch.save(net.state_dict(), tmp_path / "latent.pt")
+    out = tmp_path / "run"
+    code, _, err = cli(["import", "dit", "--checkpoint", tmp_path / "latent.pt", "--preset", "dit-s-2", "--out", out, *_args(sets4)], capsys)
+    assert code == 0, err
+    for name in ("s.png", "s.npz"):
+        code, _, err = cli(["sample", "--quiet", "--run", out, "--steps", "2", "--n", "2", "--out", tmp_path / name], capsys)
+        assert "4-channel arrays, not images" in one_line_error(code, err)
+        assert not (tmp_path / name).exists()

@@ -322,6 +322,9 @@ def generate(req: SampleRequest, progress: bool = False) -> SampleResult:
 
 def write_samples(path: Path, images: Tensor, labels: Tensor | None) -> None:
     """`.png`: a grid; `.npz`: uint8 NHWC as arr_0 (+ arr_1 labels), guided-diffusion's evaluator layout."""
+    if images.ndim != 4 or images.shape[1] not in (1, 3):  # e.g. the 4-channel latents of a DiT imported without --autoencoder
+        raise UserError(f"the run makes {images.shape[1]}-channel arrays, not images: give it an autoencoder to decode them "
+                        "(difflab import dit --autoencoder RUN), or take the arrays from the Python API (difflab.load_run(RUN).sample)")
     if path.suffix == ".npz":
         write_npz_samples(path, to_uint8_nhwc(images), None if labels is None else labels.numpy().astype(np.int64))
     else:
